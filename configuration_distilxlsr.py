@@ -1,0 +1,138 @@
+"""Configuration of DistilXLSR, a DistilHuBERT-style student of a wav2vec2 / XLSR-53 teacher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, Wav2Vec2Config
+
+# The wav2vec2 fields that fix the shape of the teacher's front end and transformer blocks. A student built from a
+# teacher copies them, so the teacher's weights fit the student's modules one-to-one.
+TEACHER_ARCHITECTURE_FIELDS = (
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "conv_dim",
+    "conv_kernel",
+    "conv_stride",
+    "conv_bias",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "do_stable_layer_norm",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+)
+
+
+class DistilXLSRConfig(Wav2Vec2Config):
+    r"""
+    Configuration of a [`DistilXLSRModel`]: a shallow wav2vec2 encoder with one prediction head per distilled teacher
+    layer (DistilHuBERT, arXiv 2110.01900). Every architecture field of [`~transformers.Wav2Vec2Config`] keeps its name
+    and meaning; the defaults describe the default student of `facebook/wav2vec2-large-xlsr-53`: its conv front end and
+    transformer block shape with 2 layers, predicting teacher layers 4 and 12 (the seed model `distilxlsr_bp_4-12`).
+
+    Args:
+        teacher_layers (`list[int]`, *optional*, defaults to `[4, 12]`):
+            Indices into the teacher's `hidden_states` (0 is the input of its first transformer layer, `i` the output
+            of layer `i`) that the prediction heads learn to predict, one head per entry.
+        teacher_hidden_size (`int`, *optional*):
+            Width of the teacher's hidden states, the output size of each prediction head. Defaults to `hidden_size`.
+        teacher_name_or_path (`str`, *optional*, defaults to `"facebook/wav2vec2-large-xlsr-53"`):
+            The teacher this student is distilled from; recorded for model cards and for `train_distill.py`.
+        prediction_head_inter_dim (`int`, *optional*):
+            Width of the hidden layer inside each prediction head. Defaults to `hidden_size`.
+        kwargs:
+            Any [`~transformers.Wav2Vec2Config`] field (`hidden_size`, `num_hidden_layers`, `conv_dim`, the dropouts,
+            SpecAugment masking, `vocab_size`, `pad_token_id`, `ctc_loss_reduction`, `ctc_zero_infinity`, ...).
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoConfig
+    >>> from configuration_distilxlsr import DistilXLSRConfig
+    >>> teacher_config = AutoConfig.from_pretrained("facebook/wav2vec2-large-xlsr-53")
+    >>> config = DistilXLSRConfig.from_teacher_config(teacher_config, num_hidden_layers=2, teacher_layers=(4, 12))
+    ```
+    """
+
+    model_type = "distilxlsr"
+
+    # Student defaults: XLSR-53's block shape (BRIEF §2) with 2 layers, and s3prl's distiller settings (layerdrop 0).
+    hidden_size: int = 1024
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+    layerdrop: float | int = 0.0
+    feat_extract_norm: str = "layer"
+    conv_bias: bool = True
+    do_stable_layer_norm: bool = True
+    mask_time_prob: float | int = 0.075
+    ctc_loss_reduction: str = "mean"
+
+    teacher_layers: list[int] | tuple[int, ...] = (4, 12)
+    teacher_hidden_size: int | None = None
+    teacher_name_or_path: str | None = "facebook/wav2vec2-large-xlsr-53"
+    prediction_head_inter_dim: int | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        self.teacher_layers = [int(layer) for layer in self.teacher_layers]
+        if any(layer < 1 for layer in self.teacher_layers):
+            raise ValueError(
+                f"`teacher_layers` must hold teacher transformer layers numbered from 1, got {self.teacher_layers}."
+            )
+        self.teacher_hidden_size = self.teacher_hidden_size or self.hidden_size
+        self.prediction_head_inter_dim = self.prediction_head_inter_dim or self.hidden_size
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_teacher_config(
+        cls,
+        teacher_config: Wav2Vec2Config | Any,
+        num_hidden_layers: int = 2,
+        teacher_layers: list[int] | tuple[int, ...] = (4, 12),
+        **overrides: Any,
+    ) -> DistilXLSRConfig:
+        """Student config that mirrors a wav2vec2 / HuBERT teacher's front end and block shape, with fewer layers.
+
+        Raises `ValueError` when a teacher layer lies beyond the teacher's depth or when the student would be deeper
+        than its teacher (its layers are copied from the teacher's).
+        """
+        teacher_depth = teacher_config.num_hidden_layers
+        bad_layers = [layer for layer in teacher_layers if not 1 <= int(layer) <= teacher_depth]
+        if bad_layers:
+            raise ValueError(
+                f"teacher_layers {list(teacher_layers)}: layer(s) {bad_layers} do not exist in the teacher, whose "
+                f"transformer layers are numbered 1..{teacher_depth} (0 would be the convolutional features)."
+            )
+        if num_hidden_layers > teacher_depth:
+            raise ValueError(
+                f"num_hidden_layers={num_hidden_layers} exceeds the teacher's {teacher_depth} layers; the student's "
+                "layers are initialised from the teacher's first layers."
+            )
+        # HuBERT's front end has no `feat_extract_activation` field in older configs; wav2vec2's default is gelu.
+        architecture = {
+            name: getattr(teacher_config, name) for name in TEACHER_ARCHITECTURE_FIELDS if hasattr(teacher_config, name)
+        }
+        if getattr(teacher_config, "feat_proj_layer_norm", True) is False:
+            raise ValueError(
+                "The teacher's feature projection has no LayerNorm (feat_proj_layer_norm=False); DistilXLSR's student "
+                "uses wav2vec2's projection, which has one."
+            )
+        kwargs = {
+            **architecture,
+            "num_hidden_layers": num_hidden_layers,
+            "teacher_layers": list(teacher_layers),
+            "teacher_hidden_size": teacher_config.hidden_size,
+            "teacher_name_or_path": getattr(teacher_config, "_name_or_path", None) or None,
+            **overrides,
+        }
+        return cls(**kwargs)
+
+
+# Remote code: `save_pretrained` writes this class into the config's `auto_map`; locally, AutoConfig knows the type.
+DistilXLSRConfig.register_for_auto_class()
+AutoConfig.register("distilxlsr", DistilXLSRConfig, exist_ok=True)
+
+__all__ = ["DistilXLSRConfig"]

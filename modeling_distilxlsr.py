@@ -1,0 +1,325 @@
+"""DistilXLSR: a DistilHuBERT-style student of XLSR-53, built from transformers' own wav2vec2 blocks.
+
+Read top to bottom:
+1. `DistilXLSRPredictionHead`: the small MLP that maps the student's last hidden state to one teacher layer.
+2. `DistilXLSRModel`: wav2vec2's conv front end, feature projection and a shallow transformer encoder (the exact
+   transformers modules, so weights and numerics are wav2vec2's), plus one prediction head per distilled teacher layer.
+   `from_teacher` initialises it from a teacher; `to_wav2vec2` exports it to a plain `Wav2Vec2Model`.
+3. `DistilXLSRForCTC`: the student with a linear CTC head for speech recognition.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoModelForCTC,
+    PreTrainedModel,
+    Wav2Vec2Config,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Model,
+)
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import CausalLMOutput
+from transformers.models.wav2vec2.modeling_wav2vec2 import (
+    Wav2Vec2Encoder,
+    Wav2Vec2EncoderStableLayerNorm,
+    Wav2Vec2FeatureEncoder,
+    Wav2Vec2FeatureProjection,
+    Wav2Vec2PreTrainedModel,
+)
+from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+try:  # imported as part of a package: remote code (`trust_remote_code=True`) copies both files side by side
+    from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+except ImportError:  # imported as a top-level module from a checkout of this project
+    from configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+
+# Config fields that only the distillation uses; a plain Wav2Vec2Config is the rest.
+DISTILLATION_FIELDS = ("teacher_layers", "teacher_hidden_size", "teacher_name_or_path", "prediction_head_inter_dim")
+
+
+@dataclass
+class DistilXLSROutput(ModelOutput):
+    """
+    Output of [`DistilXLSRModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, frames, hidden_size)`):
+            The student encoder's output (after the final LayerNorm for stable-layer-norm architectures).
+        layer_predictions (`tuple(torch.FloatTensor)`, one per `config.teacher_layers` entry):
+            Each of shape `(batch_size, frames, teacher_hidden_size)`: the prediction of that teacher layer's hidden
+            states. `None` when the model was built without prediction heads or called with
+            `return_layer_predictions=False`.
+        extract_features (`torch.FloatTensor` of shape `(batch_size, frames, conv_dim[-1])`):
+            The normalised conv features that enter the feature projection.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Returned with `output_hidden_states=True`: the input of the first transformer layer, then each layer's
+            output, as in transformers' `Wav2Vec2Model`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Returned with `output_attentions=True` (needs `attn_implementation="eager"`).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    layer_predictions: tuple[torch.FloatTensor, ...] | None = None
+    extract_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class DistilXLSRPredictionHead(nn.Module):
+    """Predicts one teacher layer from the student's last hidden state: Linear -> GELU -> Linear (s3prl's distiller)."""
+
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.prediction_head_inter_dim)
+        self.activation = ACT2FN["gelu"]
+        self.output = nn.Linear(config.prediction_head_inter_dim, config.teacher_hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.output(self.activation(self.dense(hidden_states)))
+
+
+class DistilXLSRPreTrainedModel(Wav2Vec2PreTrainedModel):
+    """Weight init, conv length arithmetic, SDPA and activation checkpointing support, all inherited from wav2vec2."""
+
+    config: DistilXLSRConfig
+    config_class = DistilXLSRConfig
+    base_model_prefix = "distilxlsr"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, DistilXLSRModel) and module.masked_spec_embed is not None:
+            init.uniform_(module.masked_spec_embed)
+        elif isinstance(module, DistilXLSRPredictionHead):
+            # PyTorch's default Linear init: heads start with the output scale of the layers they read from.
+            for linear in (module.dense, module.output):
+                bound = 1 / math.sqrt(linear.in_features)
+                init.uniform_(linear.weight, -bound, bound)
+                init.uniform_(linear.bias, -bound, bound)
+
+
+class DistilXLSRModel(DistilXLSRPreTrainedModel):
+    """
+    The DistilXLSR student: wav2vec2's conv feature encoder and feature projection, a `num_hidden_layers`-deep wav2vec2
+    transformer encoder, and one [`DistilXLSRPredictionHead`] per entry of `config.teacher_layers`.
+
+    Submodule names match transformers' `Wav2Vec2Model`, so the backbone's state dict is a `Wav2Vec2Model`'s
+    ([`~DistilXLSRModel.to_wav2vec2`]). Inside a padded batch with `attention_mask`, an utterance's outputs equal its
+    outputs alone for `feat_extract_norm="layer"` front ends (XLSR-53's); a `"group"` front end normalises over the
+    padding, as in transformers.
+    """
+
+    def __init__(self, config: DistilXLSRConfig, add_prediction_heads: bool = True):
+        super().__init__(config)
+        self.feature_extractor = Wav2Vec2FeatureEncoder(config)
+        self.feature_projection = Wav2Vec2FeatureProjection(config)
+        # SpecAugment's learned mask vector, as in Wav2Vec2Model (only when masking is configured)
+        self.masked_spec_embed = None
+        if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
+            self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size).uniform_())
+        encoder_class = Wav2Vec2EncoderStableLayerNorm if config.do_stable_layer_norm else Wav2Vec2Encoder
+        self.encoder = encoder_class(config)
+        self.prediction_heads = None
+        if add_prediction_heads:
+            self.prediction_heads = nn.ModuleList(DistilXLSRPredictionHead(config) for _ in config.teacher_layers)
+        self.post_init()
+
+    # SpecAugment exactly as transformers' Wav2Vec2Model applies it.
+    _mask_hidden_states = Wav2Vec2Model._mask_hidden_states
+
+    def freeze_feature_encoder(self) -> None:
+        """Stop gradient updates of the conv feature encoder (train_distill's fast path, CTC fine-tuning)."""
+        self.feature_extractor._freeze_parameters()
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        conv_features: torch.Tensor | None = None,
+        return_layer_predictions: bool = True,
+        **kwargs,
+    ) -> DistilXLSROutput:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, samples)`):
+                16 kHz mono audio, normalised per utterance (`Wav2Vec2FeatureExtractor` does this).
+            attention_mask (`torch.LongTensor` of shape `(batch_size, samples)`, *optional*):
+                1 for real samples, 0 for padding.
+            mask_time_indices (`torch.BoolTensor` of shape `(batch_size, frames)`, *optional*):
+                Frames to replace by the learned mask vector (SpecAugment), as in `Wav2Vec2Model`.
+            conv_features (`torch.FloatTensor` of shape `(batch_size, conv_dim[-1], frames)`, *optional*):
+                Output of a conv feature encoder identical to this one (a frozen copy shared with the teacher), given
+                instead of running `self.feature_extractor`; `input_values` is then only needed for nothing.
+            return_layer_predictions (`bool`, defaults to `True`):
+                Run the prediction heads. Off, the forward costs exactly a `Wav2Vec2Model`'s.
+        """
+        if conv_features is None:
+            conv_features = self.feature_extractor(input_values)
+        extract_features = conv_features.transpose(1, 2)
+        if attention_mask is not None:
+            attention_mask = self._get_feature_vector_attention_mask(
+                extract_features.shape[1], attention_mask, add_adapter=False
+            )
+        hidden_states, extract_features = self.feature_projection(extract_features)
+        hidden_states = self._mask_hidden_states(
+            hidden_states, mask_time_indices=mask_time_indices, attention_mask=attention_mask
+        )
+        hidden_states = self.encoder(hidden_states, attention_mask=attention_mask, **kwargs).last_hidden_state
+
+        layer_predictions = None
+        if return_layer_predictions and self.prediction_heads is not None:
+            layer_predictions = tuple(head(hidden_states) for head in self.prediction_heads)
+        return DistilXLSROutput(
+            last_hidden_state=hidden_states, layer_predictions=layer_predictions, extract_features=extract_features
+        )
+
+    @classmethod
+    def from_teacher(
+        cls, teacher: PreTrainedModel, config: DistilXLSRConfig | None = None, **config_overrides
+    ) -> DistilXLSRModel:
+        """
+        A student initialised from a transformers `Wav2Vec2Model` / `HubertModel` teacher (or a `*ForPreTraining` /
+        `*ForCTC` wrapping one), as s3prl's `init_teacher_conv_layers` and `init_teacher_encoder_layers` do: the conv
+        feature encoder, the feature projection, the positional conv embedding, the encoder LayerNorm and the first
+        `num_hidden_layers` transformer layers are copied. Right after, the student's `hidden_states[0..N]` equal the
+        teacher's on the same input. The prediction heads start random.
+
+        Without `config`, one is built by `DistilXLSRConfig.from_teacher_config(teacher.config, **config_overrides)`.
+        Raises `ValueError` naming the config field whose shape differs from the teacher's.
+        """
+        teacher = teacher.base_model  # unwraps *ForPreTraining / *ForCTC
+        if config is None:
+            config = DistilXLSRConfig.from_teacher_config(teacher.config, **config_overrides)
+        for field in TEACHER_ARCHITECTURE_FIELDS:
+            student_value, teacher_value = getattr(config, field), getattr(teacher.config, field, None)
+            if teacher_value is not None and _as_list(student_value) != _as_list(teacher_value):
+                raise ValueError(
+                    f"Cannot initialise the student from the teacher: `{field}` is {student_value} in the student "
+                    f"config but {teacher_value} in the teacher's."
+                )
+        if config.num_hidden_layers > len(teacher.encoder.layers):
+            raise ValueError(
+                f"Cannot initialise the student from the teacher: `num_hidden_layers` is {config.num_hidden_layers} "
+                f"but the teacher has only {len(teacher.encoder.layers)} layers."
+            )
+        if config.teacher_hidden_size != teacher.config.hidden_size:
+            raise ValueError(
+                f"`teacher_hidden_size` is {config.teacher_hidden_size} but the teacher's `hidden_size` is "
+                f"{teacher.config.hidden_size}."
+            )
+
+        student = cls(config).to(device=teacher.device, dtype=teacher.dtype)
+        student.feature_extractor.load_state_dict(teacher.feature_extractor.state_dict())
+        student.feature_projection.load_state_dict(teacher.feature_projection.state_dict())
+        student.encoder.pos_conv_embed.load_state_dict(teacher.encoder.pos_conv_embed.state_dict())
+        student.encoder.layer_norm.load_state_dict(teacher.encoder.layer_norm.state_dict())
+        for student_layer, teacher_layer in zip(student.encoder.layers, teacher.encoder.layers):
+            student_layer.load_state_dict(teacher_layer.state_dict())
+        if student.masked_spec_embed is not None and getattr(teacher, "masked_spec_embed", None) is not None:
+            student.masked_spec_embed.data.copy_(teacher.masked_spec_embed.data)
+        return student
+
+    def to_wav2vec2(self) -> Wav2Vec2Model:
+        """This student's backbone as a plain transformers `Wav2Vec2Model` (no remote code needed to load it)."""
+        wav2vec2 = Wav2Vec2Model(wav2vec2_config(self.config)).to(device=self.device, dtype=self.dtype)
+        backbone = {k: v for k, v in self.state_dict().items() if not k.startswith("prediction_heads.")}
+        wav2vec2.load_state_dict(backbone, strict=True)
+        return wav2vec2.eval() if not self.training else wav2vec2
+
+
+class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
+    """
+    The DistilXLSR student with dropout and a linear CTC head (`vocab_size` outputs, blank = `pad_token_id`), the
+    counterpart of transformers' `Wav2Vec2ForCTC`. Loading it from a distilled student keeps the backbone and drops the
+    prediction heads, which CTC fine-tuning does not use.
+    """
+
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__(config)
+        self.distilxlsr = DistilXLSRModel(config, add_prediction_heads=False)
+        self.dropout = nn.Dropout(config.final_dropout)
+        if config.vocab_size is None:
+            raise ValueError("DistilXLSRForCTC needs `config.vocab_size` (the tokenizer's vocabulary size).")
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def freeze_feature_encoder(self) -> None:
+        """Stop gradient updates of the conv feature encoder (the usual setting for CTC fine-tuning)."""
+        self.distilxlsr.freeze_feature_encoder()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutput:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, target_length)`, *optional*):
+                Character ids of the transcription, padded with -100. With labels the CTC loss is returned.
+        """
+        if labels is not None and labels.max() >= self.config.vocab_size:
+            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {labels.max()}.")
+        outputs = self.distilxlsr(input_values, attention_mask=attention_mask, **kwargs)
+        logits = self.lm_head(self.dropout(outputs.last_hidden_state))
+
+        loss = None
+        if labels is not None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_values, dtype=torch.long)
+            logit_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(torch.long)
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                logit_lengths=logit_lengths,
+                blank_token_id=self.config.pad_token_id,
+                reduction=self.config.ctc_loss_reduction,
+                zero_infinity=self.config.ctc_zero_infinity,
+            )
+        return CausalLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    def to_wav2vec2(self) -> Wav2Vec2ForCTC:
+        """This model as a plain transformers `Wav2Vec2ForCTC` (no remote code needed to load it)."""
+        wav2vec2 = Wav2Vec2ForCTC(wav2vec2_config(self.config)).to(device=self.device, dtype=self.dtype)
+        state_dict = {k.replace("distilxlsr.", "wav2vec2.", 1): v for k, v in self.state_dict().items()}
+        wav2vec2.load_state_dict(state_dict, strict=True)
+        return wav2vec2.eval() if not self.training else wav2vec2
+
+
+def wav2vec2_config(config: DistilXLSRConfig) -> Wav2Vec2Config:
+    """The plain `Wav2Vec2Config` of a student's backbone: every field but the distillation ones."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in DISTILLATION_FIELDS}
+    for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+        fields.pop(key, None)
+    wav2vec2 = Wav2Vec2Config(**fields)
+    wav2vec2._attn_implementation = config._attn_implementation
+    return wav2vec2
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+# Remote code: `save_pretrained` writes an `auto_map` and copies this file and the config's next to the weights.
+DistilXLSRModel.register_for_auto_class("AutoModel")
+DistilXLSRForCTC.register_for_auto_class("AutoModelForCTC")
+# Local use (this checkout on sys.path): the Auto classes know the model type without remote code.
+AutoModel.register(DistilXLSRConfig, DistilXLSRModel, exist_ok=True)
+AutoModelForCTC.register(DistilXLSRConfig, DistilXLSRForCTC, exist_ok=True)
+
+__all__ = ["DistilXLSRForCTC", "DistilXLSRModel", "DistilXLSROutput", "DistilXLSRPreTrainedModel"]

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny stand-in teachers of XLSR-53's architecture family (random weights, seconds on a CPU)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the Hub
+
+from make_stand_in_teacher import stand_in_teacher_config  # noqa: E402
+
+
+@pytest.fixture
+def tiny_teacher_config():
+    return stand_in_teacher_config("tiny")
+
+
+@pytest.fixture
+def tiny_teacher(tiny_teacher_config):
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    return Wav2Vec2Model(tiny_teacher_config).eval()
+
+
+@pytest.fixture
+def audio():
+    """Two utterances of 1.0 s and 0.6 s of normalised noise, and the same padded into one batch."""
+    generator = torch.Generator().manual_seed(0)
+    long, short = torch.randn(16000, generator=generator), torch.randn(9600, generator=generator)
+    batch = torch.zeros(2, 16000)
+    batch[0], batch[1, :9600] = long, short
+    mask = torch.zeros(2, 16000, dtype=torch.long)
+    mask[0], mask[1, :9600] = 1, 1
+    return long, short, batch, mask

@@ -1,0 +1,304 @@
+"""DistilXLSRConfig / DistilXLSRModel / DistilXLSRForCTC: teacher init, outputs, export and remote-code loading."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCTC,
+    HubertConfig,
+    HubertModel,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForPreTraining,
+    Wav2Vec2Model,
+)
+
+from configuration_distilxlsr import DistilXLSRConfig
+from make_stand_in_teacher import stand_in_teacher_config
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
+
+torch.set_grad_enabled(False)
+
+
+def tiny_student(teacher_config, **overrides):
+    torch.manual_seed(1)
+    config = DistilXLSRConfig.from_teacher_config(teacher_config, teacher_layers=(4, 12), **overrides)
+    return DistilXLSRModel(config).eval()
+
+
+def test_default_config_is_the_xlsr53_student():
+    config = DistilXLSRConfig()
+    assert config.model_type == "distilxlsr"
+    assert config.teacher_layers == [4, 12]
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (1024, 2, 16)
+    assert config.teacher_hidden_size == 1024 and config.prediction_head_inter_dim == 1024
+    assert config.teacher_name_or_path == "facebook/wav2vec2-large-xlsr-53"
+    assert config.do_stable_layer_norm and config.feat_extract_norm == "layer" and config.conv_bias
+
+
+def test_from_teacher_config_mirrors_the_teacher(tiny_teacher_config):
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, num_hidden_layers=3, teacher_layers=(2, 6, 12))
+    for field in ("hidden_size", "intermediate_size", "num_attention_heads", "conv_dim", "conv_kernel", "conv_stride"):
+        assert list(getattr(config, field)) if isinstance(getattr(config, field), (list, tuple)) else True
+        assert getattr(config, field) == getattr(tiny_teacher_config, field)
+    assert config.num_hidden_layers == 3 and config.teacher_layers == [2, 6, 12]
+    assert config.teacher_hidden_size == tiny_teacher_config.hidden_size
+
+
+@pytest.mark.parametrize("bad_layers", [(0, 12), (4, 13)])
+def test_from_teacher_config_rejects_layers_outside_the_teacher(tiny_teacher_config, bad_layers):
+    with pytest.raises(ValueError, match="teacher_layers"):
+        DistilXLSRConfig.from_teacher_config(tiny_teacher_config, teacher_layers=bad_layers)
+
+
+def test_config_round_trips_through_json(tmp_path, tiny_teacher_config):
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, teacher_layers=(3, 9), vocab_size=40)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, DistilXLSRConfig)
+    assert loaded.teacher_layers == [3, 9] and loaded.vocab_size == 40 and loaded.hidden_size == config.hidden_size
+
+
+def test_layer_predictions_have_the_teacher_width(tiny_teacher_config, audio):
+    student = tiny_student(tiny_teacher_config)
+    out = student(audio[2], attention_mask=audio[3])
+    frames = student._get_feat_extract_output_lengths(16000)
+    assert len(out.layer_predictions) == 2
+    for prediction in out.layer_predictions:
+        assert prediction.shape == (2, frames, tiny_teacher_config.hidden_size)
+    assert out.last_hidden_state.shape == (2, frames, tiny_teacher_config.hidden_size)
+    assert out.hidden_states is None
+    assert student(audio[2], return_layer_predictions=False).layer_predictions is None
+
+
+def test_sdpa_is_the_default_attention_and_matches_eager(tiny_teacher_config, audio):
+    student = tiny_student(tiny_teacher_config)
+    assert student.config._attn_implementation == "sdpa"
+    sdpa = student(audio[2], attention_mask=audio[3]).last_hidden_state
+    student.set_attn_implementation("eager")
+    eager = student(audio[2], attention_mask=audio[3]).last_hidden_state
+    torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_batch_equals_utterances_alone(tiny_teacher_config, audio):
+    long, short, batch, mask = audio
+    student = tiny_student(tiny_teacher_config)
+    batched = student(batch, attention_mask=mask, output_hidden_states=True)
+    for row, utterance in enumerate((long, short)):
+        alone = student(utterance[None], output_hidden_states=True)
+        frames = alone.last_hidden_state.shape[1]
+        torch.testing.assert_close(
+            batched.last_hidden_state[row, :frames], alone.last_hidden_state[0], atol=1e-5, rtol=0
+        )
+        for got, want in zip(batched.layer_predictions, alone.layer_predictions):
+            torch.testing.assert_close(got[row, :frames], want[0], atol=1e-5, rtol=0)
+        for got, want in zip(batched.hidden_states, alone.hidden_states):
+            torch.testing.assert_close(got[row, :frames], want[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("wrapper", ["model", "pretraining", "ctc"])
+def test_from_teacher_copies_front_end_and_first_layers(tiny_teacher_config, audio, wrapper):
+    torch.manual_seed(0)
+    teacher = {"model": Wav2Vec2Model, "pretraining": Wav2Vec2ForPreTraining, "ctc": Wav2Vec2ForCTC}[wrapper]
+    teacher = teacher(tiny_teacher_config).eval()
+    student = DistilXLSRModel.from_teacher(teacher, num_hidden_layers=2, teacher_layers=(4, 12)).eval()
+    base = teacher.base_model
+    want = base(audio[2], attention_mask=audio[3], output_hidden_states=True).hidden_states
+    got = student(audio[2], attention_mask=audio[3], output_hidden_states=True).hidden_states
+    assert len(got) == 3
+    for index in range(3):
+        torch.testing.assert_close(got[index], want[index], atol=0, rtol=0)
+    # The copies are copies, not shared tensors: training the student leaves the teacher alone.
+    assert student.encoder.layers[0].attention.q_proj.weight.data_ptr() != (
+        base.encoder.layers[0].attention.q_proj.weight.data_ptr()
+    )
+
+
+def test_from_teacher_works_for_hubert(audio):
+    torch.manual_seed(0)
+    config = HubertConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, conv_dim=[16] * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    )  # fmt: skip
+    teacher = HubertModel(config).eval()
+    student = DistilXLSRModel.from_teacher(teacher, num_hidden_layers=2, teacher_layers=(2, 4)).eval()
+    want = teacher(audio[0][None], output_hidden_states=True).hidden_states
+    got = student(audio[0][None], output_hidden_states=True).hidden_states
+    for index in range(3):
+        torch.testing.assert_close(got[index], want[index], atol=0, rtol=0)
+
+
+def test_from_teacher_names_the_mismatching_field(tiny_teacher, tiny_teacher_config):
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, intermediate_size=48)
+    with pytest.raises(ValueError, match="`intermediate_size` is 48"):
+        DistilXLSRModel.from_teacher(tiny_teacher, config)
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, conv_dim=[8] * 7)
+    with pytest.raises(ValueError, match="`conv_dim`"):
+        DistilXLSRModel.from_teacher(tiny_teacher, config)
+
+
+def test_to_wav2vec2_reproduces_the_student(tiny_teacher_config, audio):
+    student = tiny_student(tiny_teacher_config)
+    wav2vec2 = student.to_wav2vec2()
+    assert type(wav2vec2) is Wav2Vec2Model
+    want = student(audio[2], attention_mask=audio[3], output_hidden_states=True)
+    got = wav2vec2(audio[2], attention_mask=audio[3], output_hidden_states=True)
+    torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, atol=0, rtol=0)
+    for got_state, want_state in zip(got.hidden_states, want.hidden_states):
+        torch.testing.assert_close(got_state, want_state, atol=0, rtol=0)
+
+
+def test_ctc_loss_uses_pad_as_blank_and_ignores_minus_100(tiny_teacher_config, audio):
+    torch.manual_seed(0)
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, vocab_size=12, pad_token_id=0)
+    model = DistilXLSRForCTC(config).eval()
+    labels = torch.tensor([[3, 4, 5, 6], [7, 8, -100, -100]])
+    out = model(audio[2], attention_mask=audio[3], labels=labels)
+    # Reference: torch's CTC loss with blank 0 on the same logits, lengths from the attention mask.
+    log_probs = out.logits.log_softmax(-1).transpose(0, 1)
+    lengths = model._get_feat_extract_output_lengths(audio[3].sum(-1))
+    reference = torch.nn.functional.ctc_loss(
+        log_probs, torch.tensor([3, 4, 5, 6, 7, 8]), lengths, torch.tensor([4, 2]), blank=0, reduction="mean"
+    )
+    torch.testing.assert_close(out.loss, reference)
+    assert out.logits.shape[-1] == 12
+    # Exported to transformers' Wav2Vec2ForCTC, logits and loss are the same.
+    exported = model.to_wav2vec2()
+    assert type(exported) is Wav2Vec2ForCTC
+    exported_out = exported(audio[2], attention_mask=audio[3], labels=labels)
+    torch.testing.assert_close(exported_out.logits, out.logits, atol=0, rtol=0)
+    torch.testing.assert_close(exported_out.loss, out.loss)
+
+
+def test_freeze_feature_encoder_and_gradient_checkpointing(tiny_teacher_config, audio):
+    torch.manual_seed(0)
+    no_randomness = dict(
+        layerdrop=0.0, mask_time_prob=0.0, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        feat_proj_dropout=0.0, final_dropout=0.0,
+    )  # fmt: skip
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, vocab_size=12, **no_randomness)
+    model = DistilXLSRForCTC(config).train()
+    model.freeze_feature_encoder()
+    assert not any(p.requires_grad for p in model.distilxlsr.feature_extractor.parameters())
+    assert all(p.requires_grad for p in model.distilxlsr.encoder.parameters())
+    labels = torch.tensor([[3, 4, 5], [6, 7, -100]])
+
+    def gradients():
+        model.zero_grad()
+        with torch.enable_grad():
+            model(audio[2], attention_mask=audio[3], labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    model.activation_checkpointing_enable()
+    checkpointed = gradients()
+    assert model.distilxlsr.encoder.layers[0].gradient_checkpointing
+    assert plain.keys() == checkpointed.keys() and "distilxlsr.encoder.layers.0.attention.q_proj.weight" in plain
+    assert not any(name.startswith("distilxlsr.feature_extractor") for name in plain)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4)
+
+
+def test_ctc_model_loads_a_distilled_student_without_its_heads(tmp_path, tiny_teacher_config, audio):
+    student = tiny_student(tiny_teacher_config)
+    student.save_pretrained(tmp_path)
+    ctc = AutoModelForCTC.from_pretrained(tmp_path, vocab_size=10).eval()
+    assert isinstance(ctc, DistilXLSRForCTC) and ctc.distilxlsr.prediction_heads is None
+    want = student(audio[2], attention_mask=audio[3]).last_hidden_state
+    got = ctc.distilxlsr(audio[2], attention_mask=audio[3]).last_hidden_state
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+FRESH_PROCESS_CHECK = textwrap.dedent(
+    """
+    import json, sys, torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCTC
+    assert not any("modeling_distilxlsr" in m for m in sys.modules)
+    model_dir, ctc_dir, plain_dir, inputs_path = sys.argv[1:5]
+    inputs = torch.load(inputs_path)
+    result = {}
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    result["config_class"] = type(config).__name__
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    ctc = AutoModelForCTC.from_pretrained(ctc_dir, trust_remote_code=True).eval()
+    plain = AutoModel.from_pretrained(plain_dir).eval()
+    with torch.no_grad():
+        out = model(inputs["x"], attention_mask=inputs["mask"])
+        result["model_class"] = type(model).__name__
+        result["hidden_diff"] = (out.last_hidden_state - inputs["hidden"]).abs().max().item()
+        result["prediction_diff"] = max(
+            (p - w).abs().max().item() for p, w in zip(out.layer_predictions, inputs["predictions"])
+        )
+        result["ctc_class"] = type(ctc).__name__
+        result["logits_diff"] = (ctc(inputs["x"], attention_mask=inputs["mask"]).logits - inputs["logits"]).abs().max().item()
+        result["plain_class"] = type(plain).__name__
+        result["plain_diff"] = (plain(inputs["x"], attention_mask=inputs["mask"]).last_hidden_state - inputs["hidden"]).abs().max().item()
+        result["module_file"] = sys.modules[type(model).__module__].__file__
+    print(json.dumps(result))
+    """
+)
+
+
+def save_and_reload_in_fresh_process(tmp_path, student, ctc, x, mask):
+    model_dir, ctc_dir, plain_dir = tmp_path / "student", tmp_path / "ctc", tmp_path / "plain"
+    student.save_pretrained(model_dir)
+    ctc.save_pretrained(ctc_dir)
+    student.to_wav2vec2().save_pretrained(plain_dir)
+    with torch.no_grad():
+        out = student(x, attention_mask=mask)
+        logits = ctc(x, attention_mask=mask).logits
+    inputs = dict(x=x, mask=mask, hidden=out.last_hidden_state, predictions=out.layer_predictions, logits=logits)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    env.pop("PYTHONPATH", None)
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", FRESH_PROCESS_CHECK, str(model_dir), str(ctc_dir), str(plain_dir),
+         str(tmp_path / "inputs.pt")],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return model_dir, json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_save_pretrained_writes_remote_code_that_loads_in_a_fresh_process(tmp_path, tiny_teacher_config, audio):
+    student = tiny_student(tiny_teacher_config)
+    torch.manual_seed(2)
+    ctc = DistilXLSRForCTC(DistilXLSRConfig.from_teacher_config(tiny_teacher_config, vocab_size=9)).eval()
+    model_dir, result = save_and_reload_in_fresh_process(tmp_path, student, ctc, audio[2], audio[3])
+
+    assert (model_dir / "model.safetensors").is_file()
+    assert (model_dir / "modeling_distilxlsr.py").is_file() and (model_dir / "configuration_distilxlsr.py").is_file()
+    saved_config = json.loads((model_dir / "config.json").read_text())
+    assert saved_config["auto_map"] == {
+        "AutoConfig": "configuration_distilxlsr.DistilXLSRConfig",
+        "AutoModel": "modeling_distilxlsr.DistilXLSRModel",
+    }
+    assert result["config_class"] == "DistilXLSRConfig"
+    assert result["model_class"] == "DistilXLSRModel" and result["ctc_class"] == "DistilXLSRForCTC"
+    assert result["plain_class"] == "Wav2Vec2Model"
+    assert "transformers_modules" in result["module_file"]  # loaded from the copied remote code, not this checkout
+    assert result["hidden_diff"] == 0 and result["prediction_diff"] == 0 and result["logits_diff"] == 0
+    assert result["plain_diff"] == 0
+
+
+def test_xlsr53_sized_student_saves_and_reloads_through_remote_code(tmp_path):
+    """The real default student: XLSR-53's architecture (random weights, a stand-in), 2 layers, heads for 4 and 12."""
+    config = DistilXLSRConfig.from_teacher_config(stand_in_teacher_config("xlsr53"), teacher_layers=(4, 12))
+    torch.manual_seed(0)
+    student = DistilXLSRModel(config).eval()
+    parameters = sum(p.numel() for p in student.parameters())
+    backbone = sum(p.numel() for n, p in student.named_parameters() if not n.startswith("prediction_heads"))
+    print(f"XLSR-53-architecture student: {parameters:,} parameters ({backbone:,} without prediction heads)")
+    assert 40_000_000 < parameters < 45_000_000
+    ctc = DistilXLSRForCTC(DistilXLSRConfig.from_teacher_config(stand_in_teacher_config("xlsr53"), vocab_size=40))
+    x = torch.randn(1, 16000)
+    _, result = save_and_reload_in_fresh_process(tmp_path, student, ctc.eval(), x, torch.ones_like(x, dtype=torch.long))
+    assert result["model_class"] == "DistilXLSRModel"
+    assert result["hidden_diff"] == 0 and result["prediction_diff"] == 0 and result["logits_diff"] == 0
