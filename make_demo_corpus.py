@@ -1,0 +1,489 @@
+"""Build a small, synthetic Brazilian Portuguese speech corpus for offline demos and tests.
+
+The sentences come from a small template grammar written for this project (vocabulary below) and are spoken by
+espeak-ng (``-v pt-br``) with a dozen "speakers" (voice variant + speed + pitch). Audio is resampled to 16 kHz mono
+16-bit PCM with ``sox -D`` (no dither), so two builds with the same arguments are byte-identical.
+
+The output uses the Hugging Face datasets ``audiofolder`` layout::
+
+    DIR/README.md                  dataset card (synthetic data, sizes, speakers, hours)
+    DIR/build_info.json            build parameters and statistics (also the "already built" marker)
+    DIR/{train,validation,test}/metadata.csv   file_name,transcription,speaker_id
+    DIR/{train,validation,test}/*.wav
+
+and loads with ``datasets.load_dataset("audiofolder", data_dir=DIR)``. Test sentences and validation sentences never
+occur in train, and the test split is spoken only by held-out speakers.
+
+Example::
+
+    python make_demo_corpus.py --output_dir data/demo_corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+import wave
+from multiprocessing import Pool
+from pathlib import Path
+
+from tqdm import tqdm
+
+CORPUS_VERSION = 1  # bump when the grammar, speakers or audio pipeline change: invalidates existing builds
+SAMPLING_RATE = 16_000
+SPLITS = ("train", "validation", "test")
+MIN_WORDS, MAX_WORDS = 3, 15
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Speakers: (speaker_id, espeak-ng voice, words per minute, pitch 0-99). Variants were checked against
+# `espeak-ng --voices=variant` (espeak-ng silently falls back to the plain voice for an unknown variant).
+# ---------------------------------------------------------------------------------------------------------------------
+SPEAKERS: tuple[tuple[str, str, int, int], ...] = (
+    ("spk01", "pt-br", 150, 50),
+    ("spk02", "pt-br+f2", 140, 60),
+    ("spk03", "pt-br+m3", 160, 40),
+    ("spk04", "pt-br+f4", 135, 55),
+    ("spk05", "pt-br+Diogo", 165, 45),
+    ("spk06", "pt-br+f5", 155, 65),
+    ("spk07", "pt-br+m7", 135, 35),
+    ("spk08", "pt-br+Henrique", 175, 50),
+    ("spk09", "pt-br+klatt", 145, 45),
+    # Held out: these speak only the test split.
+    ("spk10", "pt-br+f3", 140, 70),
+    ("spk11", "pt-br+marcelo", 170, 40),
+    ("spk12", "pt-br+m5", 130, 55),
+)
+TEST_SPEAKERS = ("spk10", "spk11", "spk12")
+TRAIN_SPEAKERS = tuple(s[0] for s in SPEAKERS if s[0] not in TEST_SPEAKERS)  # validation uses these too
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Vocabulary of the template grammar (written for this project; released with the corpus under CC0-1.0).
+# ---------------------------------------------------------------------------------------------------------------------
+# People: (text, gender).
+PEOPLE = (
+    ("o menino", "m"), ("a menina", "f"), ("o professor", "m"), ("a professora", "f"), ("o médico", "m"),
+    ("a médica", "f"), ("o avô", "m"), ("a avó", "f"), ("o irmão", "m"), ("a irmã", "f"), ("a mãe", "f"),
+    ("o pai", "m"), ("o vizinho", "m"), ("a vizinha", "f"), ("o padeiro", "m"), ("a cozinheira", "f"),
+    ("o músico", "m"), ("a estudante", "f"), ("o mecânico", "m"), ("a secretária", "f"), ("o capitão", "m"),
+    ("João", "m"), ("Conceição", "f"), ("Márcia", "f"), ("Antônio", "m"), ("Sebastião", "m"), ("Lúcia", "f"),
+    ("Júlio", "m"), ("Inês", "f"), ("Cláudia", "f"), ("André", "m"), ("Mônica", "f"), ("Flávio", "m"),
+)  # fmt: skip
+# Adjectives for people: (masculine, feminine).
+PEOPLE_ADJECTIVES = (
+    ("cansado", "cansada"), ("feliz", "feliz"), ("atrasado", "atrasada"), ("contente", "contente"),
+    ("preocupado", "preocupada"), ("ocupado", "ocupada"), ("animado", "animada"), ("tranquilo", "tranquila"),
+    ("nervoso", "nervosa"), ("sozinho", "sozinha"),
+)  # fmt: skip
+# Things: (text, gender, kind); kind selects the verbs and adjectives that fit.
+THINGS = (
+    ("o pão", "m", "food"), ("a maçã", "f", "food"), ("o café", "m", "food"), ("o feijão", "m", "food"),
+    ("o açúcar", "m", "food"), ("a pimenta", "f", "food"), ("o melão", "m", "food"), ("o limão", "m", "food"),
+    ("a farinha", "f", "food"), ("o mamão", "m", "food"), ("a cenoura", "f", "food"), ("o pêssego", "m", "food"),
+    ("a abóbora", "f", "food"), ("o pastel", "m", "food"), ("o sorvete", "m", "food"), ("o bolo", "m", "food"),
+    ("o queijo", "m", "food"), ("o arroz", "m", "food"), ("o maracujá", "m", "food"), ("a goiaba", "f", "food"),
+    ("o requeijão", "m", "food"), ("o pudim", "m", "food"), ("a sopa", "f", "food"), ("o suco", "m", "food"),
+    ("o chá", "m", "food"), ("a manteiga", "f", "food"),
+    ("o caderno", "m", "object"), ("a chave", "f", "object"), ("o relógio", "m", "object"),
+    ("a câmera", "f", "object"), ("o violão", "m", "object"), ("a lâmpada", "f", "object"),
+    ("o telefone", "m", "object"), ("o computador", "m", "object"), ("a bicicleta", "f", "object"),
+    ("o chapéu", "m", "object"), ("a gravata", "f", "object"), ("o sapato", "m", "object"),
+    ("a cadeira", "f", "object"), ("o dicionário", "m", "object"), ("a mochila", "f", "object"),
+    ("o álbum", "m", "object"), ("o remédio", "m", "object"), ("a colher", "f", "object"), ("o prato", "m", "object"),
+    ("a tesoura", "f", "object"), ("o fogão", "m", "object"), ("a televisão", "f", "object"),
+    ("o casaco", "m", "object"), ("a carteira", "f", "object"), ("o lápis", "m", "object"),
+    ("a régua", "f", "object"), ("o pião", "m", "object"),
+)  # fmt: skip
+THING_ADJECTIVES = {
+    "food": (
+        ("fresco", "fresca"), ("quente", "quente"), ("doce", "doce"), ("gostoso", "gostosa"), ("barato", "barata"),
+        ("caro", "cara"), ("saboroso", "saborosa"), ("caseiro", "caseira"), ("delicioso", "deliciosa"),
+        ("salgado", "salgada"), ("amargo", "amarga"), ("orgânico", "orgânica"),
+    ),
+    "object": (
+        ("novo", "nova"), ("velho", "velha"), ("antigo", "antiga"), ("pequeno", "pequena"), ("bonito", "bonita"),
+        ("econômico", "econômica"), ("pesado", "pesada"), ("útil", "útil"), ("azul", "azul"),
+        ("amarelo", "amarela"), ("vermelho", "vermelha"), ("prático", "prática"), ("frágil", "frágil"),
+        ("elegante", "elegante"), ("limpo", "limpa"), ("sujo", "suja"),
+    ),
+}  # fmt: skip
+# Transitive verbs: (past 3rd person singular, infinitive, kinds of object).
+TRANSITIVE_VERBS = (
+    ("comprou", "comprar", "food object"), ("trouxe", "trazer", "food object"), ("vendeu", "vender", "food object"),
+    ("esqueceu", "esquecer", "food object"), ("guardou", "guardar", "food object"),
+    ("escolheu", "escolher", "food object"), ("comeu", "comer", "food"), ("preparou", "preparar", "food"),
+    ("provou", "provar", "food"), ("dividiu", "dividir", "food"), ("pediu", "pedir", "food"),
+    ("encontrou", "encontrar", "object"), ("perdeu", "perder", "object"), ("levou", "levar", "object"),
+    ("consertou", "consertar", "object"), ("lavou", "lavar", "object"), ("limpou", "limpar", "object"),
+    ("emprestou", "emprestar", "object"), ("procurou", "procurar", "object"), ("mostrou", "mostrar", "object"),
+)  # fmt: skip
+# Intransitive verbs: (past 3rd person singular, infinitive).
+INTRANSITIVE_VERBS = (
+    ("chegou", "chegar"), ("saiu", "sair"), ("trabalhou", "trabalhar"), ("dormiu", "dormir"), ("cantou", "cantar"),
+    ("dançou", "dançar"), ("estudou", "estudar"), ("almoçou", "almoçar"), ("jantou", "jantar"),
+    ("correu", "correr"), ("descansou", "descansar"), ("nadou", "nadar"), ("voltou", "voltar"),
+    ("esperou", "esperar"), ("acordou", "acordar"),
+)  # fmt: skip
+# Places where a thing can be ("está na cozinha") and cities/states (only for people).
+LOCAL_PLACES = (
+    "na padaria", "no mercado", "na praça", "na estação", "no escritório", "na cozinha", "no jardim", "na farmácia",
+    "no hospital", "na biblioteca", "na feira", "na fazenda", "na escola", "no salão", "no pátio", "na rodoviária",
+    "no açougue", "na lanchonete", "no porão", "na varanda", "no restaurante", "na sala",
+)  # fmt: skip
+CITIES = (
+    "em São Paulo", "no Rio de Janeiro", "em Belém", "em Goiânia", "em Brasília", "em Maceió", "em Florianópolis",
+    "no Paraná", "no Amapá", "em São Luís", "no Maranhão", "no Ceará", "no Piauí", "em Cuiabá", "na Bahia",
+    "em Vitória", "em Niterói", "em Três Corações",
+)  # fmt: skip
+PAST_TIMES = (
+    "ontem", "anteontem", "ontem à noite", "na semana passada", "no mês passado", "no sábado passado",
+    "no ano passado", "hoje de manhã",
+)  # fmt: skip
+FUTURE_TIMES = (
+    "amanhã", "amanhã cedo", "depois de amanhã", "na próxima semana", "no próximo mês", "no próximo sábado",
+    "no fim de semana", "durante as férias",
+)  # fmt: skip
+ANY_TIMES = (
+    "hoje", "de manhã", "à tarde", "à noite", "às três horas", "às sete e meia", "depois do almoço", "antes do jantar",
+    "no domingo", "na sexta",
+)  # fmt: skip
+
+
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _make_sentence(rng: random.Random) -> str:
+    """Draw one sentence from the template grammar."""
+    choice = rng.choice
+
+    def person_with_adjective() -> tuple[str, str]:
+        text, gender = choice(PEOPLE)
+        return text, choice(PEOPLE_ADJECTIVES)[gender == "f"]
+
+    def thing_with_adjective() -> tuple[str, str]:
+        text, gender, kind = choice(THINGS)
+        return text, choice(THING_ADJECTIVES[kind])[gender == "f"]
+
+    def past_time() -> str:
+        return choice(PAST_TIMES + ANY_TIMES)
+
+    def future_time() -> str:
+        return choice(FUTURE_TIMES + ANY_TIMES)
+
+    def place() -> str:
+        return choice(LOCAL_PLACES + CITIES)
+
+    cap = _capitalize
+    subject, other = (p[0] for p in rng.sample(PEOPLE, 2))  # two different people
+    noun, gender, kind = choice(THINGS)  # the object of a transitive verb, sometimes with an adjective
+    obj = f"{noun} {choice(THING_ADJECTIVES[kind])[gender == 'f']}" if rng.random() < 0.4 else noun
+    other_obj = choice([t[0] for t in THINGS if t[2] == kind and t[0] != noun])
+    verb_past, verb_inf = choice([v[:2] for v in TRANSITIVE_VERBS if kind in v[2].split()])
+    iverb_past, iverb_inf = choice(INTRANSITIVE_VERBS)
+    thing, thing_adj = thing_with_adjective()
+    person_adj = person_with_adjective()
+    templates = (
+        lambda: f"{cap(subject)} {verb_past} {obj} {choice(LOCAL_PLACES)}.",
+        lambda: f"{cap(past_time())}, {subject} {verb_past} {obj} {place()}.",
+        lambda: f"{cap(subject)} {iverb_past} {place()} {past_time()}.",
+        lambda: f"{cap(subject)} vai {verb_inf} {obj} {future_time()}.",
+        lambda: f"{cap(future_time())}, {subject} vai {iverb_inf} {place()}.",
+        lambda: f"{cap(thing)} {thing_adj} está {choice(LOCAL_PLACES)}.",
+        lambda: f"{cap(thing)} está muito {thing_adj}.",
+        lambda: f"Você já {verb_past} {obj}?",
+        lambda: f"Onde {subject} {verb_past} {obj}?",
+        lambda: f"Por que {subject} {iverb_past} {past_time()}?",
+        lambda: f"{cap(person_adj[0])} chegou {person_adj[1]} {place()}.",
+        lambda: f"{cap(subject)} disse que {other} {iverb_past} {place()} {past_time()}.",
+        lambda: f"{cap(subject)} {verb_past} {obj} e {other_obj}.",
+        lambda: f"Não, {subject} não {verb_past} {obj} {past_time()}.",
+        lambda: f"{cap(subject)} {iverb_past} {place()}, mas {other} {choice(INTRANSITIVE_VERBS)[0]}.",
+        lambda: f"Quando você vai {verb_inf} {obj}?",
+        lambda: f"Sim, {subject} vai {iverb_inf} {future_time()}.",
+        lambda: f"{cap(subject)} estudou as lições {past_time()}.",
+        lambda: f"{cap(subject)} {iverb_past} {past_time()}.",
+        lambda: f"Onde está {thing}?",
+        lambda: f"{cap(future_time())}, {subject} disse que {other} vai {verb_inf} {obj} {place()}.",
+    )
+    return choice(templates)()
+
+
+def generate_sentences(count: int, seed: int = 0) -> list[str]:
+    """Return ``count`` distinct sentences (3-15 words each) in a deterministic order."""
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    attempts = 0
+    while len(seen) < count:
+        attempts += 1
+        if attempts > 50 * count + 1000:
+            raise RuntimeError(f"the grammar could not produce {count} distinct sentences")
+        sentence = _make_sentence(rng)
+        if MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
+            seen.setdefault(sentence, None)
+    return list(seen)
+
+
+def _synthesize(job: tuple[str, str, int, int, str]) -> int:
+    """Speak ``text`` with espeak-ng and write 16 kHz mono 16-bit WAV to ``path``; returns the number of samples."""
+    path, voice, speed, pitch, text = job
+    espeak = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-b", "1", "--stdout", text],
+        check=True,
+        capture_output=True,
+    )
+    sox = ["sox", "-D", "-t", "wav", "-", "-r", str(SAMPLING_RATE), "-c", "1", "-b", "16", "-e", "signed-integer"]
+    subprocess.run([*sox, path], input=espeak.stdout, check=True, capture_output=True)
+    with wave.open(path, "rb") as wav:
+        return wav.getnframes()
+
+
+def _espeak_version() -> str:
+    out = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout
+    return out.split("Data at")[0].replace("eSpeak NG text-to-speech:", "").strip()  # e.g. "1.51"
+
+
+def _dataset_card(info: dict) -> str:
+    stats = info["splits"]
+    yaml_files = "\n".join(f"  - split: {s}\n    path: {s}/*" for s in SPLITS if stats[s]["clips"])
+    table = "\n".join(
+        f"| {s} | {stats[s]['clips']} | {stats[s]['hours']:.3f} | {', '.join(stats[s]['speakers'])} |" for s in SPLITS
+    )
+    total = sum(stats[s]["clips"] for s in SPLITS)
+    size_category = "n<1K" if total < 1000 else "1K<n<10K" if total < 10_000 else "10K<n<100K"
+    speakers = "\n".join(f"| {sid} | `{voice}` | {speed} | {pitch} |" for sid, voice, speed, pitch in SPEAKERS)
+    return f"""---
+language:
+- pt
+license: cc0-1.0
+pretty_name: DistilXLSR-PT synthetic Brazilian Portuguese demo corpus
+task_categories:
+- automatic-speech-recognition
+tags:
+- synthetic
+- espeak-ng
+- brazilian-portuguese
+size_categories:
+- {size_category}
+configs:
+- config_name: default
+  data_files:
+{yaml_files}
+dataset_info:
+  features:
+  - name: audio
+    dtype:
+      audio:
+        sampling_rate: {SAMPLING_RATE}
+  - name: transcription
+    dtype: string
+  - name: speaker_id
+    dtype: string
+---
+
+# DistilXLSR-PT synthetic Brazilian Portuguese demo corpus
+
+**This corpus is SYNTHETIC.** Every clip was produced by the espeak-ng text-to-speech engine
+(espeak-ng {info["espeak_ng"]}, voice `pt-br`). It is a small, offline stand-in for real Brazilian Portuguese
+corpora (Common Voice, CORAA, MLS, ...) so that the DistilXLSR-PT fine-tuning and evaluation pipeline can be run
+and tested end to end without downloads. Word error rates measured on it say nothing about performance on real speech.
+
+## Contents
+
+| split | clips | hours | speakers |
+|---|---|---|---|
+{table}
+
+Audio: 16 kHz, mono, 16-bit PCM WAV. Layout: Hugging Face `audiofolder` (`<split>/metadata.csv` with columns
+`file_name`, `transcription`, `speaker_id`). Load with:
+
+```python
+from datasets import load_dataset
+ds = load_dataset("audiofolder", data_dir="path/to/this/folder")
+```
+
+- The test speakers ({", ".join(TEST_SPEAKERS)}) are held out: they never occur in train or validation.
+- Validation uses the training speakers; no validation or test sentence occurs in train.
+- Transcriptions keep case and punctuation (commas, final `.` or `?`); normalise them before computing WER.
+- Vocabulary: {info["word_types"]} word types (lower-cased, punctuation removed), characters (besides space):
+  `{info["charset"].replace(" ", "")}`.
+
+## Speakers
+
+A "speaker" is an espeak-ng voice variant with a fixed speed (words per minute) and pitch (0-99).
+
+| speaker | voice | speed | pitch |
+|---|---|---|---|
+{speakers}
+
+## Source and licence
+
+The sentences were generated by the template grammar in `make_demo_corpus.py` of the DistilXLSR-PT project
+(subjects, verbs, objects, places and times written by the project; seed {info["params"]["seed"]}), and are
+released, like the audio, under CC0-1.0. espeak-ng (GPL-3.0) was used as a tool; its output is not covered by its
+licence.
+
+Rebuild it, byte for byte with the same espeak-ng and sox versions, with:
+
+```bash
+python make_demo_corpus.py --output_dir DIR --num_train {info["params"]["num_train"]} \\
+    --num_validation {info["params"]["num_validation"]} --num_test {info["params"]["num_test"]} \\
+    --seed {info["params"]["seed"]}
+```
+"""
+
+
+def build_corpus(
+    output_dir: str | Path,
+    num_train: int = 1500,
+    num_validation: int = 150,
+    num_test: int = 150,
+    num_workers: int = 2,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Build the corpus into ``output_dir`` (skipped if an identical build is already there) and return its info.
+
+    The returned dict (also written to ``output_dir/build_info.json``) holds the build parameters and, per split,
+    the number of clips, seconds, hours and speakers.
+    """
+    output_dir = Path(output_dir)
+    params = {"num_train": num_train, "num_validation": num_validation, "num_test": num_test, "seed": seed}
+    marker = output_dir / "build_info.json"
+    espeak_version = _espeak_version()
+    if marker.exists() and not overwrite:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        if (info.get("params"), info.get("version"), info.get("espeak_ng")) == (
+            params,
+            CORPUS_VERSION,
+            espeak_version,
+        ):
+            info["skipped"] = True
+            return info
+    elif output_dir.exists() and any(output_dir.iterdir()) and not marker.exists() and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} is not empty and holds no complete corpus built by this script "
+            "(an interrupted build?); use --overwrite"
+        )
+
+    # Remove what a previous (or interrupted) build left behind; leave anything else in output_dir alone.
+    marker.unlink(missing_ok=True)
+    for name in (*SPLITS, "README.md"):
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
+    sentences = generate_sentences(sum(sizes.values()), seed=seed)
+    random.Random(seed + 1).shuffle(sentences)
+    # Split by sentence: the sentences are distinct, so no test or validation sentence occurs in train.
+    by_split = {
+        "test": sentences[:num_test],
+        "validation": sentences[num_test : num_test + num_validation],
+        "train": sentences[num_test + num_validation :],
+    }
+    speaker_by_id = {s[0]: s for s in SPEAKERS}
+
+    rows: dict[str, list[tuple[str, str, str]]] = {}
+    jobs = []
+    for split in SPLITS:
+        (output_dir / split).mkdir(parents=True, exist_ok=True)
+        speakers = TEST_SPEAKERS if split == "test" else TRAIN_SPEAKERS
+        rows[split] = []
+        for i, text in enumerate(by_split[split]):
+            sid, voice, speed, pitch = speaker_by_id[speakers[i % len(speakers)]]
+            file_name = f"{split}_{i:05d}_{sid}.wav"
+            rows[split].append((file_name, text, sid))
+            jobs.append((str(output_dir / split / file_name), voice, speed, pitch, text))
+
+    progress = tqdm(total=len(jobs), desc="synthesising", unit="clip", file=sys.stderr)
+    if num_workers > 1:
+        with Pool(num_workers) as pool:
+            num_samples = []
+            for n in pool.imap(_synthesize, jobs, chunksize=8):
+                num_samples.append(n)
+                progress.update()
+    else:
+        num_samples = []
+        for job in jobs:
+            num_samples.append(_synthesize(job))
+            progress.update()
+    progress.close()
+
+    stats = {}
+    offset = 0
+    for split in SPLITS:
+        seconds = sum(num_samples[offset : offset + len(rows[split])]) / SAMPLING_RATE
+        offset += len(rows[split])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["file_name", "transcription", "speaker_id"])
+        writer.writerows(rows[split])
+        (output_dir / split / "metadata.csv").write_text(buffer.getvalue(), encoding="utf-8")
+        stats[split] = {
+            "clips": len(rows[split]),
+            "seconds": round(seconds, 3),
+            "hours": round(seconds / 3600, 4),
+            "speakers": sorted({r[2] for r in rows[split]}),
+        }
+
+    words = sorted({w.strip(",.?").lower() for s in sentences for w in s.split()})
+    info = {
+        "version": CORPUS_VERSION,
+        "espeak_ng": espeak_version,
+        "params": params,
+        "splits": stats,
+        "word_types": len(words),
+        "charset": "".join(sorted(set("".join(sentences)))),
+    }
+    (output_dir / "README.md").write_text(_dataset_card(info), encoding="utf-8")
+    marker.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")  # written last
+    info["skipped"] = False
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Build a small synthetic (espeak-ng) Brazilian Portuguese ASR corpus in audiofolder layout, "
+        "deterministically and offline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--output_dir", required=True, help="folder to write train/, validation/, test/ and README.md")
+    parser.add_argument("--num_train", type=int, default=1500, help="number of training clips")
+    parser.add_argument("--num_validation", type=int, default=150, help="number of validation clips")
+    parser.add_argument("--num_test", type=int, default=150, help="number of test clips (held-out speakers)")
+    parser.add_argument("--num_workers", type=int, default=2, help="parallel synthesis processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sentence grammar and split")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild even if an identical corpus is present")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    info = build_corpus(
+        args.output_dir,
+        num_train=args.num_train,
+        num_validation=args.num_validation,
+        num_test=args.num_test,
+        num_workers=args.num_workers,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    if info["skipped"]:
+        print(f"{args.output_dir} already holds this corpus; nothing to do (use --overwrite to rebuild).")
+    else:
+        print(f"Built {args.output_dir} in {time.perf_counter() - start:.1f} s.")
+    for split in SPLITS:
+        s = info["splits"][split]
+        print(f"  {split:<10} {s['clips']:>5} clips  {s['hours']:.3f} h  speakers: {', '.join(s['speakers'])}")
+    print(f"  {info['word_types']} word types; characters: {info['charset']}")
+
+
+if __name__ == "__main__":
+    main()
