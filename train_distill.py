@@ -195,13 +195,15 @@ class Teacher(nn.Module):
     student whose front end is a frozen copy (`--freeze_feature_encoder`).
     """
 
-    def __init__(self, model: nn.Module, teacher_layers: Sequence[int]):
+    def __init__(self, model: nn.Module, teacher_layers: Sequence[int], cut: bool = True):
         super().__init__()
         model = model.base_model  # unwraps *ForPreTraining / *ForCTC
         self.teacher_layers = list(teacher_layers)
         check_teacher_layers(model.config, self.teacher_layers)
         # Layers past the deepest distilled one never influence the targets: drop them (half of XLSR-53 for 4,12).
-        model.encoder.layers = model.encoder.layers[: max(self.teacher_layers)]
+        # (cut=False keeps them, only to measure what the cut saves.)
+        if cut:
+            model.encoder.layers = model.encoder.layers[: max(self.teacher_layers)]
         self.front_end = model.feature_extractor
         model.feature_extractor = nn.Identity()  # the model now starts from conv features
         self.model = model

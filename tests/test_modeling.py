@@ -22,7 +22,12 @@ from configuration_distilxlsr import DistilXLSRConfig
 from make_stand_in_teacher import stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    """These tests compare outputs; the one that needs gradients turns them on locally."""
+    with torch.no_grad():
+        yield
 
 
 def tiny_student(teacher_config, **overrides):

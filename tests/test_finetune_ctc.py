@@ -1,0 +1,499 @@
+"""Tests of finetune_ctc.py: text normalisation, vocabulary, collator and trainer details, a tiny end-to-end run with a
+fresh-process pipeline, bad input, and an overfitting run that proves labels, blank and decoding line up."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import TrainingArguments, Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
+
+from configuration_distilxlsr import DistilXLSRConfig
+from finetune_ctc import (
+    CTCTrainer,
+    DataCollatorCTCWithPadding,
+    build_vocabulary,
+    greedy_decode,
+    main,
+    min_samples_for_frames,
+)
+from make_stand_in_teacher import stand_in_teacher_config
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
+from text_normalization import normalize_text
+
+needs_tts = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
+)
+
+SENTENCES = [
+    "Você já viu a cidade? Não, ainda não!",
+    "Ação, coração e pão.",
+    "A avó de João comeu açúcar à tarde.",
+    "Onde está o chapéu do pai?",
+    "Inês vai à praia amanhã.",
+    "O médico chegou cansado.",
+    "Sebastião estudou as lições.",
+    "A mãe comprou três maçãs.",
+    "Antônio trabalhou na cozinha.",
+    "Lúcia cantou na sala.",
+    "O irmão voltou às sete.",
+    "Cláudia viu o avião.",
+    "Por que você chegou atrasado?",
+    "Sim, o capitão disse que sim.",
+    "Márcia bebeu o café quente.",
+    "A família de Conceição leu o jornal.",
+    "O menino perdeu a bola.",
+    "Mônica abriu a janela.",
+    "Flávio fechou a porta.",
+    "O vizinho lavou a câmera.",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def grad_enabled():
+    """Training needs autograd, whatever another test module switched off globally (at import, say)."""
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
+    yield
+    torch.set_grad_enabled(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers: a small audiofolder spoken by espeak-ng (pt-br), converted by sox.
+# ---------------------------------------------------------------------------------------------------------------------
+def synthesize(path: Path, text: str, rate: int = 16000, channels: int = 1, speed: int = 175, trim: bool = False):
+    """Speak `text` into a 16-bit WAV at `rate` Hz with `channels` channels."""
+    speech = subprocess.run(
+        ["espeak-ng", "-v", "pt-br", "-s", str(speed), "--stdout", text], check=True, capture_output=True
+    ).stdout
+    effects = ["silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%", "reverse"] if trim else []
+    subprocess.run(
+        ["sox", "-D", "-t", "wav", "-", "-r", str(rate), "-c", str(channels), "-b", "16", str(path), *effects],
+        input=speech,
+        check=True,
+        capture_output=True,
+    )
+
+
+def write_split(directory: Path, rows: list[tuple[str, str]]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "metadata.csv", "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["file_name", "transcription"])
+        writer.writerows(rows)
+
+
+def make_audiofolder(root: Path, splits: dict[str, list[str]], **synth_kwargs) -> Path:
+    for split, texts in splits.items():
+        rows = []
+        for i, text in enumerate(texts):
+            name = f"{split}_{i:03d}.wav"
+            (root / split).mkdir(parents=True, exist_ok=True)
+            synthesize(root / split / name, text, **synth_kwargs)
+            rows.append((name, text))
+        write_split(root / split, rows)
+    return root
+
+
+def tiny_student(path: Path) -> Path:
+    """A tiny DistilXLSR student distilled (initialised) from a random stand-in teacher, saved like train_distill."""
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    teacher = Wav2Vec2Model(stand_in_teacher_config("tiny")).eval()
+    config = DistilXLSRConfig.from_teacher_config(teacher.config, num_hidden_layers=2, teacher_layers=(4, 12))
+    DistilXLSRModel.from_teacher(teacher, config).save_pretrained(path)
+    (path / "README.md").write_text("# Tiny student of a stand-in teacher (random weights)\n", encoding="utf-8")
+    return path
+
+
+def common_args(output_dir: Path, cache_dir: Path) -> list[str]:
+    return [
+        "--output_dir", str(output_dir), "--cache_dir", str(cache_dir), "--report_to", "none",
+        "--disable_tqdm", "True", "--log_level", "warning", "--save_strategy", "no", "--seed", "0",
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text normalisation and vocabulary
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Você já viu a cidade? Não, ainda não!", "você já viu a cidade não ainda não"),
+        ("Ação, coração e pão.", "ação coração e pão"),
+        ("«Olá» — disse ela… (baixinho); “tchau”!", "olá disse ela baixinho tchau"),
+        ("  ÁGUA   à   Vista\t e\u00a0PÊSSEGO ", "água à vista e pêssego"),
+        ("guarda-chuva d'água 100%", "guarda chuva d água 100"),
+        ("Sim?Não!", "sim não"),
+        ("Pinguim, lingüiça: ÜBER", "pinguim lingüiça über"),
+        ("?!…", ""),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_normalize_text(text, expected):
+    assert normalize_text(text) == expected
+
+
+def test_normalize_text_gives_nfc_for_nfd_input():
+    nfd = unicodedata.normalize("NFD", "Coração, Ação e Pão")
+    assert nfd != unicodedata.normalize("NFC", nfd)  # really decomposed
+    normalized = normalize_text(nfd)
+    assert normalized == "coração ação e pão"
+    assert unicodedata.is_normalized("NFC", normalized)
+
+
+def test_normalize_text_custom_chars_to_ignore():
+    assert normalize_text("Olá, mundo-novo!", chars_to_ignore=[","]) == "olá mundo-novo!"
+    assert normalize_text("Olá, mundo!", chars_to_ignore=[]) == "olá, mundo!"
+
+
+def test_build_vocabulary_on_portuguese_sentences():
+    texts = [normalize_text(s) for s in SENTENCES]
+    vocab = build_vocabulary(texts)
+    assert vocab["[PAD]"] == 0 and vocab["[UNK]"] == 1 and vocab["|"] == 2
+    assert " " not in vocab
+    assert {"ç", "ã", "õ", "á", "à", "â", "é", "ê", "í", "ó", "ô", "ú"} <= set(vocab)
+    assert not set(vocab) & {",", "?", "!", ".", "A", "V"}
+    assert sorted(vocab.values()) == list(range(len(vocab)))
+    assert set(vocab) - {"[PAD]", "[UNK]", "|"} == set("".join(texts)) - {" "}
+
+
+def test_tokenizer_from_vocabulary_maps_unseen_characters_to_unk(tmp_path):
+    vocab = build_vocabulary([normalize_text(s) for s in SENTENCES])
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(
+        str(tmp_path / "vocab.json"),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        word_delimiter_token="|",
+        bos_token=None,
+        eos_token=None,
+    )
+    ids = tokenizer(normalize_text("Ação, ñandu!")).input_ids
+    assert ids == [vocab["a"], vocab["ç"], vocab["ã"], vocab["o"], vocab["|"], vocab["[UNK]"]] + [
+        vocab[c] for c in "andu"
+    ]
+    # Greedy CTC decoding: repeats merged, blanks ([PAD]) and -100 padding dropped, delimiters become spaces.
+    p, a, o, bar = vocab["[PAD]"], vocab["a"], vocab["o"], vocab["|"]
+    assert greedy_decode(tokenizer, np.array([[a, a, p, a, bar, bar, p, o, -100, -100]])) == ["aa o"]
+
+
+def test_min_samples_for_frames():
+    assert min_samples_for_frames(Wav2Vec2Config()) == 400  # wav2vec2's receptive field, 25 ms at 16 kHz
+    assert min_samples_for_frames(Wav2Vec2Config(), frames=10) == 400 + 9 * 320
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Collator and trainer
+# ---------------------------------------------------------------------------------------------------------------------
+def small_ctc_model(vocab_size: int = 8, **overrides) -> DistilXLSRForCTC:
+    torch.manual_seed(0)
+    config = DistilXLSRConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=[16] * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, teacher_layers=[1], vocab_size=vocab_size,
+        pad_token_id=0, mask_time_prob=0.0, **overrides,
+    )  # fmt: skip
+    return DistilXLSRForCTC(config).eval()
+
+
+def test_collator_pads_inputs_and_labels(tmp_path):
+    vocab = build_vocabulary(["ab"])
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    from transformers import Wav2Vec2FeatureExtractor
+
+    processor = Wav2Vec2Processor(
+        feature_extractor=Wav2Vec2FeatureExtractor(return_attention_mask=True),
+        tokenizer=Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json")),
+    )
+    batch = DataCollatorCTCWithPadding(processor)(
+        [{"input_values": [0.5] * 1000, "labels": [3, 4, 3]}, {"input_values": [0.1] * 600, "labels": [4]}]
+    )
+    assert batch["input_values"].shape == (2, 1000)
+    assert batch["attention_mask"].tolist() == [[1] * 1000, [1] * 600 + [0] * 400]
+    assert batch["labels"].tolist() == [[3, 4, 3], [4, -100, -100]]
+
+
+def test_ctc_trainer_masks_padded_frames_and_scales_loss_for_accumulation(tmp_path):
+    model = small_ctc_model()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", gradient_accumulation_steps=2)
+    trainer = CTCTrainer(model=model, args=args)
+    # The CTC loss ignores `num_items_in_batch`, so the Trainer must divide by the accumulation steps itself.
+    assert trainer.model_accepts_loss_kwargs is False
+    generator = torch.Generator().manual_seed(0)
+    long, short = torch.randn(8000, generator=generator), torch.randn(3000, generator=generator)
+    batch = {
+        "input_values": torch.stack([long, torch.cat([short, torch.zeros(5000)])]),
+        "attention_mask": torch.tensor([[1] * 8000, [1] * 3000 + [0] * 5000]),
+        "labels": torch.tensor([[1, 2], [3, -100]]),
+    }
+    loss, ids, labels = trainer.prediction_step(model, batch, prediction_loss_only=False)
+    short_frames = int(model._get_feat_extract_output_lengths(torch.tensor(3000)))
+    assert (ids[1, short_frames:] == -100).all() and (ids[1, :short_frames] >= 0).all() and (ids[0] >= 0).all()
+    with torch.no_grad():
+        alone = model(short[None]).logits.argmax(-1)[0]
+    assert torch.equal(ids[1, :short_frames], alone)
+    assert torch.equal(labels, batch["labels"]) and loss.ndim == 0
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in (
+        "--model_name_or_path", "--dataset_name", "--data_dir", "--text_column_name", "--chars_to_ignore",
+        "--freeze_feature_encoder", "--no_freeze_feature_encoder", "--mask_time_prob", "--max_duration_in_seconds",
+        "--model_card_note", "--max_steps", "--eval_strategy", "--train_sampling_strategy", "--push_to_hub",
+    ):  # fmt: skip
+        assert flag in help_text, flag
+    assert "sentence" in help_text  # Common Voice's transcript column is documented
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# End to end: a tiny distilled student on a tiny corpus
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def e2e_run(tmp_path_factory):
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("needs espeak-ng and sox")
+    root = tmp_path_factory.mktemp("e2e")
+    data_dir = root / "corpus"
+    try:  # the project's synthetic demo corpus, when that script is there and works
+        from make_demo_corpus import build_corpus
+
+        build_corpus(data_dir, num_train=12, num_validation=4, num_test=4, num_workers=2)
+    except Exception:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        make_audiofolder(data_dir, {"train": SENTENCES[:12], "validation": SENTENCES[12:16], "test": SENTENCES[16:]})
+    student = tiny_student(root / "student")
+    output_dir = root / "out"
+    results = main(
+        [
+            "--model_name_or_path", str(student), "--data_dir", str(data_dir), "--max_steps", "5",
+            "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--learning_rate", "1e-3",
+            "--eval_strategy", "steps", "--eval_steps", "5", "--logging_steps", "1",
+            "--train_sampling_strategy", "group_by_length", "--model_card_note", "Tiny test run, not a real model.",
+            *common_args(output_dir, root / "cache"),
+        ]
+    )  # fmt: skip
+    return {"root": root, "data_dir": data_dir, "student": student, "output_dir": output_dir, "results": results}
+
+
+def test_e2e_writes_model_processor_and_results(e2e_run):
+    output_dir = e2e_run["output_dir"]
+    for name in ("config.json", "model.safetensors", "vocab.json", "tokenizer_config.json", "modeling_distilxlsr.py"):
+        assert (output_dir / name).is_file(), name
+    assert (output_dir / "processor_config.json").is_file() or (output_dir / "preprocessor_config.json").is_file()
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCTC"] == "modeling_distilxlsr.DistilXLSRForCTC"
+    assert config["ctc_zero_infinity"] is True and config["pad_token_id"] == 0
+    vocab = json.loads((output_dir / "vocab.json").read_text())
+    assert config["vocab_size"] == len(vocab)  # no extra <s>/</s> outputs in the CTC head
+
+    results = json.loads((output_dir / "all_results.json").read_text())
+    for key in ("train_loss", "eval_wer", "eval_cer", "test_wer", "test_cer", "train_samples", "test_samples"):
+        assert key in results, key
+    assert results["train_samples"] == 12 and results["eval_samples"] == 4 and results["test_samples"] == 4
+    assert results["train_filtered_too_short"] == 0 and results["train_filtered_empty_transcript"] == 0
+    assert 0 <= results["test_wer"] and 0 <= results["test_cer"]
+
+    processor = Wav2Vec2Processor.from_pretrained(output_dir)
+    assert processor.tokenizer.pad_token_id == 0
+    ids = processor.tokenizer(normalize_text("Ñandu")).input_ids
+    assert ids[0] == processor.tokenizer.unk_token_id  # an unseen character is [UNK], not an error
+
+
+def test_e2e_model_card(e2e_run):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(e2e_run["output_dir"] / "README.md")
+    data = card.data
+    assert data.language == "pt" and data.license == "apache-2.0"
+    assert {"automatic-speech-recognition", "ctc", "distilxlsr", "portuguese"} <= set(data.tags)
+    assert data.base_model == str(e2e_run["student"])
+    assert data.metrics == ["wer", "cer"]
+    metrics = {result.metric_type: result for result in data.eval_results}
+    assert set(metrics) == {"wer", "cer"}
+    results = e2e_run["results"]
+    assert metrics["wer"].dataset_split == "test"
+    assert metrics["wer"].metric_value == pytest.approx(100 * results["test_wer"], abs=0.01)
+    assert metrics["cer"].metric_value == pytest.approx(100 * results["test_cer"], abs=0.01)
+    assert "Tiny test run, not a real model." in card.text
+    assert "stand-in" in card.text  # the student's card says it comes from a stand-in teacher
+    if (e2e_run["data_dir"] / "build_info.json").exists():  # the synthetic demo corpus
+        assert "synthetic" in card.text
+
+
+def test_e2e_pipeline_in_a_fresh_process(e2e_run, tmp_path):
+    """The output directory alone (remote code, no project on sys.path) transcribes a wav path and an array."""
+    wav = next((e2e_run["data_dir"] / "test").glob("*.wav"))
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        import numpy as np
+        from transformers import pipeline
+        assert not any("modeling_distilxlsr" in name for name in sys.modules)
+        asr = pipeline("automatic-speech-recognition", model={str(e2e_run["output_dir"])!r}, trust_remote_code=True)
+        from_path = asr({str(wav)!r})
+        from_array = asr(np.random.default_rng(0).standard_normal(16000).astype(np.float32))
+        model = type(asr.model)
+        print(json.dumps({{"path": from_path, "array": from_array, "model": model.__name__, "module": model.__module__}}))
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outputs["model"] == "DistilXLSRForCTC"
+    assert outputs["module"].startswith("transformers_modules.")  # the code saved beside the weights
+    assert isinstance(outputs["path"]["text"], str) and isinstance(outputs["array"]["text"], str)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------------------------------
+@needs_tts
+def test_bad_input_is_filtered_counted_or_converted(tmp_path, capsys):
+    data_dir = tmp_path / "corpus"
+    make_audiofolder(data_dir, {"train": SENTENCES[:6], "validation": SENTENCES[6:8]})
+    train, validation = data_dir / "train", data_dir / "validation"
+    rows = list(csv.reader(open(train / "metadata.csv", encoding="utf-8")))[1:]
+    # an empty transcript, one that normalisation empties, a 10 ms clip, a corrupt file, a stereo 8 kHz clip
+    shutil.copy(train / "train_000.wav", train / "empty.wav")
+    shutil.copy(train / "train_001.wav", train / "punctuation.wav")
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(train / "short.wav"), "synth", "0.01",
+                    "sine", "440"], check=True)  # fmt: skip
+    (train / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 10)
+    synthesize(train / "stereo8k.wav", "A estrela brilhou.", rate=8000, channels=2)
+    rows += [("empty.wav", ""), ("punctuation.wav", "?! …"), ("short.wav", "sim"), ("corrupt.wav", "não"),
+             ("stereo8k.wav", "A estrela brilhou.")]  # fmt: skip
+    write_split(train, rows)
+    # validation: a stereo 8 kHz clip, and a transcript with characters never seen in training
+    synthesize(validation / "stereo8k.wav", "Quem brilhou?", rate=8000, channels=2)
+    synthesize(validation / "unseen.wav", "El niño y la señora.")
+    val_rows = list(csv.reader(open(validation / "metadata.csv", encoding="utf-8")))[1:]
+    write_split(validation, val_rows + [("stereo8k.wav", "Quem brilhou?"), ("unseen.wav", "El niño y la señora.")])
+
+    output_dir = tmp_path / "out"
+    results = main(
+        ["--model_name_or_path", str(tiny_student(tmp_path / "student")), "--data_dir", str(data_dir),
+         "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_examples_to_print", "10",
+         *common_args(output_dir, tmp_path / "cache")]
+    )  # fmt: skip
+    saved = json.loads((output_dir / "all_results.json").read_text())
+    assert saved["train_filtered_empty_transcript"] == 2
+    assert saved["train_filtered_too_short"] == 1
+    assert saved["train_filtered_unreadable_audio"] == 1
+    assert saved["train_samples"] == 6 + 1  # the stereo 8 kHz clip is converted and kept
+    assert saved["eval_samples"] == 2 + 2 and saved["eval_filtered_too_short"] == 0
+    assert "eval_wer" in saved and "test_wer" not in saved  # no test split: not scored, no crash
+    assert results["eval_cer"] >= 0
+    assert "ñ" not in json.loads((output_dir / "vocab.json").read_text())
+    # the reference keeps the characters the model cannot output (its labels hold [UNK])
+    printed = capsys.readouterr().out
+    assert "reference:  el niño y la señora" in printed and "reference:  quem brilhou" in printed
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Overfitting: labels, blank and greedy decoding line up
+# ---------------------------------------------------------------------------------------------------------------------
+@needs_tts
+def test_overfits_a_handful_of_clips(tmp_path):
+    """A small random-init model trained on 6 short clips (no SpecAugment, no dropout, conv encoder trained) must
+    transcribe them: greedy CER on those clips falls from ~1 before training to below 0.3."""
+    data_dir = tmp_path / "corpus"
+    make_audiofolder(
+        data_dir,
+        {"train": ["bom dia", "obrigado", "sim", "não sei", "até logo", "boa noite"]},
+        speed=200,
+        trim=True,
+    )
+    torch.manual_seed(0)
+    config = DistilXLSRConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=[32] * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, teacher_layers=[1],
+    )  # fmt: skip
+    DistilXLSRModel(config).save_pretrained(tmp_path / "model")
+    output_dir = tmp_path / "out"
+    steps = 200
+    main(
+        [
+            "--model_name_or_path", str(tmp_path / "model"), "--data_dir", str(data_dir),
+            "--eval_split_name", "train", "--do_train", "--do_eval", "--no_freeze_feature_encoder",
+            "--mask_time_prob", "0", "--layerdrop", "0", "--hidden_dropout", "0", "--attention_dropout", "0",
+            "--activation_dropout", "0", "--feat_proj_dropout", "0", "--final_dropout", "0",
+            "--max_steps", str(steps), "--learning_rate", "3e-3", "--warmup_steps", "0.1",
+            "--per_device_train_batch_size", "6", "--per_device_eval_batch_size", "6",
+            "--eval_strategy", "steps", "--eval_steps", str(steps), "--eval_on_start", "True", "--logging_steps", "50",
+            *common_args(output_dir, tmp_path / "cache"),
+        ]
+    )  # fmt: skip
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    cers = [entry["eval_cer"] for entry in history if "eval_cer" in entry]
+    assert cers[0] >= 0.9, cers  # untrained: nothing right
+    final_cer = json.loads((output_dir / "all_results.json").read_text())["eval_cer"]
+    assert final_cer < 0.3, cers
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Other checkpoints and the Hub upload
+# ---------------------------------------------------------------------------------------------------------------------
+def test_teacher_checkpoint_fine_tunes_too(e2e_run, tmp_path):
+    """A plain wav2vec2 checkpoint (the stand-in teacher, with its own feature extractor) fine-tunes the same way."""
+    from make_stand_in_teacher import make_stand_in_teacher
+
+    teacher = make_stand_in_teacher(tmp_path / "teacher", size="tiny")
+    output_dir = tmp_path / "out"
+    results = main(
+        ["--model_name_or_path", str(teacher), "--data_dir", str(e2e_run["data_dir"]), "--do_train", "--do_eval",
+         "--max_steps", "1", "--per_device_train_batch_size", "2", "--max_train_samples", "4",
+         *common_args(output_dir, tmp_path / "cache")]
+    )  # fmt: skip
+    assert "eval_wer" in results and "test_wer" not in results
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["architectures"] == ["Wav2Vec2ForCTC"] and "auto_map" not in config
+    assert json.loads((output_dir / "all_results.json").read_text())["train_samples"] == 4
+    assert "stand-in" in (output_dir / "README.md").read_text()  # the teacher's card says it is a stand-in
+
+
+def test_push_to_hub_uploads_the_model_then_our_card(e2e_run, tmp_path, monkeypatch):
+    """Offline check of the upload order: the Trainer's push (which writes its own card) first, then our card."""
+    from huggingface_hub import ModelCard
+    from transformers import Trainer
+
+    calls = []
+
+    def fake_init_hf_repo(self, token=None, private=None):
+        self.hub_model_id, self.push_in_progress = self.args.hub_model_id, None
+
+    def fake_trainer_push(self, *args, **kwargs):
+        calls.append(("trainer", kwargs.get("commit_message")))
+        Path(self.args.output_dir, "README.md").write_text("---\nlicense: other\n---\nTrainer draft\n")
+
+    def fake_card_push(self, repo_id, **kwargs):
+        calls.append(("card", repo_id))
+
+    monkeypatch.setattr(Trainer, "init_hf_repo", fake_init_hf_repo)
+    monkeypatch.setattr(Trainer, "push_to_hub", fake_trainer_push)
+    monkeypatch.setattr(ModelCard, "push_to_hub", fake_card_push)
+    output_dir = tmp_path / "out"
+    main(
+        ["--model_name_or_path", str(e2e_run["student"]), "--data_dir", str(e2e_run["data_dir"]), "--do_train",
+         "--do_eval", "--max_steps", "1", "--max_train_samples", "4", "--push_to_hub", "--hub_model_id",
+         "someone/distilxlsr-pt-test", *common_args(output_dir, tmp_path / "cache")]
+    )  # fmt: skip
+    assert calls[-2][0] == "trainer" and calls[-1] == ("card", "someone/distilxlsr-pt-test")
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.license == "apache-2.0" and "someone/distilxlsr-pt-test" in card.text
