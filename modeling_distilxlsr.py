@@ -1,11 +1,12 @@
 """DistilXLSR: a DistilHuBERT-style student of XLSR-53, built from transformers' own wav2vec2 blocks.
 
 Read top to bottom:
-1. `DistilXLSRPredictionHead`: the small MLP that maps the student's last hidden state to one teacher layer.
-2. `DistilXLSRModel`: wav2vec2's conv front end, feature projection and a shallow transformer encoder (the exact
+1. `DistilXLSRFeatureEncoder`: wav2vec2's conv front end with the same weights, computed channels-last (faster).
+2. `DistilXLSRPredictionHead`: the small MLP that maps the student's last hidden state to one teacher layer.
+3. `DistilXLSRModel`: wav2vec2's conv front end, feature projection and a shallow transformer encoder (the exact
    transformers modules, so weights and numerics are wav2vec2's), plus one prediction head per distilled teacher layer.
    `from_teacher` initialises it from a teacher; `to_wav2vec2` exports it to a plain `Wav2Vec2Model`.
-3. `DistilXLSRForCTC`: the student with a linear CTC head for speech recognition.
+4. `DistilXLSRForCTC`: the student with a linear CTC head for speech recognition.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     Wav2Vec2EncoderStableLayerNorm,
     Wav2Vec2FeatureEncoder,
     Wav2Vec2FeatureProjection,
+    Wav2Vec2LayerNormConvLayer,
     Wav2Vec2PreTrainedModel,
 )
 from transformers.utils import ModelOutput
@@ -74,6 +76,58 @@ class DistilXLSROutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+class DistilXLSRConvLayer(Wav2Vec2LayerNormConvLayer):
+    """
+    wav2vec2's conv -> LayerNorm -> GELU block with the same weights, computed on `[batch, time, channels]` tensors.
+
+    transformers' block works channels-first and transposes around its LayerNorm; on a CPU those transposing copies
+    cost as much as the convolutions. Channels-last, the strided windows of one utterance are a view of its memory
+    (`as_strided`, no im2col copy), the convolution is a single matrix product, and the LayerNorm needs no transpose:
+    the same numbers, about 1.8x faster on 2 CPU cores (bench.py).
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        hidden_states = hidden_states.contiguous()
+        batch_size, length, channels = hidden_states.shape
+        frames = (length - kernel) // stride + 1
+        weight = self.conv.weight.permute(2, 1, 0).reshape(kernel * channels, -1)  # rows ordered (tap, channel)
+        outputs = []
+        for utterance in hidden_states:
+            windows = utterance.as_strided(
+                (frames, kernel * channels), (stride * channels, 1), utterance.storage_offset()
+            )
+            outputs.append(windows @ weight if self.conv.bias is None else torch.addmm(self.conv.bias, windows, weight))
+        hidden_states = outputs[0][None] if batch_size == 1 else torch.stack(outputs)
+        return self.activation(self.layer_norm(hidden_states))
+
+
+class DistilXLSRFeatureEncoder(Wav2Vec2FeatureEncoder):
+    """
+    transformers' `Wav2Vec2FeatureEncoder` (same submodules and weights, same `[batch, channels, frames]` output) whose
+    layer-norm conv blocks run channels-last ([`DistilXLSRConvLayer`]). Group-norm front ends (wav2vec2-base, HuBERT)
+    run transformers' code unchanged.
+    """
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.channels_last = config.feat_extract_norm == "layer"
+        if self.channels_last:
+            self.conv_layers = nn.ModuleList(
+                DistilXLSRConvLayer(config, layer_id=i) for i in range(config.num_feat_extract_layers)
+            )
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        if not self.channels_last:
+            return super().forward(input_values)
+        hidden_states = input_values[:, :, None]
+        if self._requires_grad and self.training:  # as transformers does, for activation checkpointing
+            hidden_states.requires_grad = True
+        for conv_layer in self.conv_layers:
+            hidden_states = conv_layer(hidden_states)
+        return hidden_states.transpose(1, 2)  # a view: the caller's transpose back to channels-last is free
+
+
 class DistilXLSRPredictionHead(nn.Module):
     """Predicts one teacher layer from the student's last hidden state: Linear -> GELU -> Linear (s3prl's distiller)."""
 
@@ -108,8 +162,9 @@ class DistilXLSRPreTrainedModel(Wav2Vec2PreTrainedModel):
 
 class DistilXLSRModel(DistilXLSRPreTrainedModel):
     """
-    The DistilXLSR student: wav2vec2's conv feature encoder and feature projection, a `num_hidden_layers`-deep wav2vec2
-    transformer encoder, and one [`DistilXLSRPredictionHead`] per entry of `config.teacher_layers`.
+    The DistilXLSR student: wav2vec2's conv feature encoder (run channels-last, [`DistilXLSRFeatureEncoder`]) and
+    feature projection, a `num_hidden_layers`-deep wav2vec2 transformer encoder, and one [`DistilXLSRPredictionHead`]
+    per entry of `config.teacher_layers`.
 
     Submodule names match transformers' `Wav2Vec2Model`, so the backbone's state dict is a `Wav2Vec2Model`'s
     ([`~DistilXLSRModel.to_wav2vec2`]). Inside a padded batch with `attention_mask`, an utterance's outputs equal its
@@ -119,7 +174,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
 
     def __init__(self, config: DistilXLSRConfig, add_prediction_heads: bool = True):
         super().__init__(config)
-        self.feature_extractor = Wav2Vec2FeatureEncoder(config)
+        self.feature_extractor = DistilXLSRFeatureEncoder(config)
         self.feature_projection = Wav2Vec2FeatureProjection(config)
         # SpecAugment's learned mask vector, as in Wav2Vec2Model (only when masking is configured)
         self.masked_spec_embed = None
@@ -322,4 +377,10 @@ DistilXLSRForCTC.register_for_auto_class("AutoModelForCTC")
 AutoModel.register(DistilXLSRConfig, DistilXLSRModel, exist_ok=True)
 AutoModelForCTC.register(DistilXLSRConfig, DistilXLSRForCTC, exist_ok=True)
 
-__all__ = ["DistilXLSRForCTC", "DistilXLSRModel", "DistilXLSROutput", "DistilXLSRPreTrainedModel"]
+__all__ = [
+    "DistilXLSRFeatureEncoder",
+    "DistilXLSRForCTC",
+    "DistilXLSRModel",
+    "DistilXLSROutput",
+    "DistilXLSRPreTrainedModel",
+]

@@ -51,7 +51,7 @@ def test_cut_teacher_gives_the_full_teachers_targets(tiny_teacher, audio):
     targets = teacher(audio[2], attention_mask=audio[3])
     for target, layer in zip(targets, [4, 7]):
         assert target.dtype == torch.float32
-        torch.testing.assert_close(target, full[layer], atol=1e-6, rtol=0)
+        torch.testing.assert_close(target, full[layer], atol=2e-5, rtol=1e-4)  # channels-last front end: rounding
     teacher.train()
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
 

@@ -1,0 +1,283 @@
+"""Speed, size and memory of the default DistilXLSR student against XLSR-53 and against transformers' Wav2Vec2Model.
+
+All models are RANDOMLY INITIALISED STAND-INS with the real architectures (speed and memory do not depend on the
+weights): the teacher is facebook/wav2vec2-large-xlsr-53's exact architecture, the student is
+`DistilXLSRConfig.from_teacher_config` (2 layers, teacher layers 4,12) initialised from it, and "transformers" is the
+same student exported with `to_wav2vec2()`. Timings interleave the contenders and take the median of several repeats
+after a warm-up, so ratios measured in one run hold on a noisy machine.
+
+    python bench.py --json bench.json
+    python bench.py --device cuda --dtype bf16 --json bench_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from configuration_distilxlsr import DistilXLSRConfig
+from make_stand_in_teacher import stand_in_teacher_config
+from modeling_distilxlsr import DistilXLSRModel
+from train_distill import Teacher, distillation_forward
+
+SAMPLING_RATE = 16_000
+TEACHER_LAYERS = (4, 12)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", default=None, help="Write the results to this JSON file.")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, teacher in bf16.")
+    parser.add_argument("--durations", default="1,5,10,20", help="Forward audio lengths in seconds.")
+    parser.add_argument("--repeats", type=int, default=5, help="Timed repeats per measurement (median reported).")
+    parser.add_argument("--step_batch_size", type=int, default=2, help="Clips per distillation step.")
+    parser.add_argument("--step_seconds", type=float, default=10.0, help="Clip length in a distillation step.")
+    parser.add_argument("--skip_steps", action="store_true", help="Skip the distillation step timings.")
+    parser.add_argument("--skip_memory", action="store_true", help="Skip the peak memory measurements.")
+    parser.add_argument("--profile", action="store_true", help="Print the student's top operators at 10 s.")
+    parser.add_argument("--_memory_of", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def build_models(device: torch.device, names: tuple[str, ...] = ("teacher", "student", "transformers")) -> dict:
+    """The teacher (XLSR-53 architecture), our student and the same student as a transformers Wav2Vec2Model."""
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    teacher_config = stand_in_teacher_config("xlsr53")
+    models = {}
+    if "teacher" in names:
+        models["teacher"] = Wav2Vec2Model(teacher_config)
+        student = DistilXLSRModel.from_teacher(models["teacher"], num_hidden_layers=2, teacher_layers=TEACHER_LAYERS)
+    else:  # the student alone (random weights time the same): the teacher would only inflate peak memory
+        student = DistilXLSRModel(DistilXLSRConfig.from_teacher_config(teacher_config, teacher_layers=TEACHER_LAYERS))
+    if "transformers" in names:
+        models["transformers"] = student.to_wav2vec2()
+    if "student" in names:
+        models["student"] = student
+    return {name: models[name].eval().to(device) for name in names}
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_medians(contenders: dict[str, Callable[[], object]], repeats: int, device) -> dict[str, float]:
+    """One warm-up each, then `repeats` rounds running every contender once per round, in an order rotated each round
+    (so none always follows the same one); medians in seconds."""
+    for fn in contenders.values():
+        fn()
+    names = list(contenders)
+    times = {name: [] for name in names}
+    for round_index in range(repeats):
+        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
+            times[name].append(timed(contenders[name], device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def forward_fn(name: str, model: torch.nn.Module, audio: torch.Tensor, device, dtype) -> Callable[[], object]:
+    kwargs = {"return_layer_predictions": False} if name == "student" else {}
+
+    @torch.inference_mode()
+    def run():
+        with autocast(device, dtype):
+            return model(audio, **kwargs)
+
+    return run
+
+
+def step_fn(variant: str, teacher_model, device, dtype, batch: torch.Tensor) -> Callable[[], object]:
+    """One step of train_distill.py's own code: teacher targets, student forward, backward, AdamW step."""
+    from transformers import Wav2Vec2Model
+
+    # Each variant gets its own teacher copy (Teacher cuts and rewires it) and a fresh student.
+    model = Wav2Vec2Model(teacher_model.config)
+    model.load_state_dict(teacher_model.state_dict())
+    student = DistilXLSRModel.from_teacher(model, num_hidden_layers=2, teacher_layers=TEACHER_LAYERS)
+    student.config.apply_spec_augment = False
+    share_front_end = variant == "cut_teacher_shared_front_end"
+    if share_front_end:
+        student.freeze_feature_encoder()
+    teacher = Teacher(model, TEACHER_LAYERS, cut=variant != "full_teacher").to(device)
+    if dtype == "bf16":
+        teacher.to(torch.bfloat16)
+    student.to(device).train()
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=2e-4)
+    attention_mask = torch.ones_like(batch, dtype=torch.long)
+
+    def run():
+        with autocast(device, dtype):
+            loss, _, _ = distillation_forward(student, teacher, batch, attention_mask, share_front_end)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def peak_memory_mb(name: str, seconds: float, device: torch.device, dtype: str) -> float:
+    """Peak memory of a 10 s forward: CUDA max allocated, or on CPU the peak RSS of a fresh process doing only that
+    (weights included)."""
+    if device.type == "cuda":
+        models = build_models(device, (name,))
+        audio = torch.randn(1, int(seconds * SAMPLING_RATE), device=device)
+        torch.cuda.reset_peak_memory_stats()
+        forward_fn(name, models[name], audio, device, dtype)()
+        return torch.cuda.max_memory_allocated() / 2**20
+    command = [sys.executable, __file__, "--_memory_of", name, "--dtype", dtype]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_memory_in_this_process(name: str, dtype: str) -> None:
+    device = torch.device("cpu")
+    model = build_models(device, (name,))[name]
+    audio = torch.randn(1, 10 * SAMPLING_RATE)
+    forward_fn(name, model, audio, device, dtype)()
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    print(int(status["VmHWM"].split()[0]) / 1024)
+
+
+def profile_student(student, device, dtype) -> str:
+    audio = torch.randn(1, 10 * SAMPLING_RATE, device=device)
+    run = forward_fn("student", student, audio, device, dtype)
+    run()
+    with torch.profiler.profile() as profiler:
+        run()
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+
+
+def markdown(results: dict) -> str:
+    durations = results["durations_s"]
+    lines = [
+        f"Stand-in models (random weights, real architectures) on {results['machine']}, {results['dtype']}, "
+        f"median of {results['repeats']} interleaved repeats after a warm-up.",
+        "",
+        "| model | parameters | " + " | ".join(f"forward {d:g} s" for d in durations) + " | peak memory (10 s) |",
+        "|---|---|" + "---|" * len(durations) + "---|",
+    ]
+    for name, label in (
+        ("teacher", "XLSR-53 (teacher)"),
+        ("student", "DistilXLSR student"),
+        ("transformers", "same student as transformers Wav2Vec2Model"),
+    ):
+        times = " | ".join(f"{results['forward_s'][name][str(d)]:.3f} s" for d in durations)
+        memory = results["peak_memory_mb"].get(name)
+        memory = f"{memory:,.0f} MB" if memory is not None else "-"
+        lines.append(f"| {label} | {results['parameters'][name]:,} | {times} | {memory} |")
+    lines += ["", "| measure | value |", "|---|---|"]
+    for key in (
+        "speedup_vs_teacher",
+        "ratio_vs_transformers",
+        "student_real_time_factor",
+        "truncated_step_ratio",
+        "fast_step_ratio",
+    ):
+        if key in results:
+            lines.append(f"| `{key}` | {results[key]:.3f} |")
+    for variant, seconds in results.get("step_s", {}).items():
+        lines.append(f"| step time, {variant.replace('_', ' ')} | {seconds:.2f} s |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args._memory_of:
+        measure_memory_in_this_process(args._memory_of, args.dtype)
+        return {}
+    device = torch.device(args.device)
+    durations = [float(d) for d in args.durations.split(",")]
+    machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    print(f"Benchmarking stand-in models (random weights) on {machine}, {args.dtype}", flush=True)
+
+    models = build_models(device)
+    student_with_heads = sum(p.numel() for p in models["student"].parameters())
+    results = {
+        "note": "random-initialised stand-ins with the real architectures; speed and memory only",
+        "machine": machine,
+        "device": args.device,
+        "dtype": args.dtype,
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+        "durations_s": durations,
+        "parameters": {
+            "teacher": sum(p.numel() for p in models["teacher"].parameters()),
+            "student": sum(p.numel() for n, p in models["student"].named_parameters() if "prediction_heads" not in n),
+            "transformers": sum(p.numel() for p in models["transformers"].parameters()),
+        },
+        "student_parameters_with_prediction_heads": student_with_heads,
+        "forward_s": {name: {} for name in models},
+        "peak_memory_mb": {},
+    }
+    for seconds in durations:
+        audio = torch.randn(1, int(seconds * SAMPLING_RATE), device=device)
+        contenders = {name: forward_fn(name, model, audio, device, args.dtype) for name, model in models.items()}
+        medians = interleaved_medians(contenders, args.repeats, device)
+        for name, value in medians.items():
+            results["forward_s"][name][str(seconds)] = value
+        print(f"forward {seconds:g} s: " + ", ".join(f"{k} {v:.3f} s" for k, v in medians.items()), flush=True)
+    at_10 = results["forward_s"]
+    key = str(10.0) if str(10.0) in at_10["student"] else str(durations[-1])
+    results["speedup_vs_teacher"] = at_10["teacher"][key] / at_10["student"][key]
+    results["ratio_vs_transformers"] = at_10["student"][key] / at_10["transformers"][key]
+    results["student_real_time_factor"] = at_10["student"][key] / float(key)
+
+    if args.profile:
+        print(profile_student(models["student"], device, args.dtype))
+
+    if not args.skip_steps:
+        batch = torch.randn(args.step_batch_size, int(args.step_seconds * SAMPLING_RATE), device=device)
+        variants = ("full_teacher", "cut_teacher", "cut_teacher_shared_front_end")
+        steps = {variant: step_fn(variant, models["teacher"], device, args.dtype, batch) for variant in variants}
+        results["step_s"] = interleaved_medians(steps, args.repeats, device)
+        print("distillation step: " + ", ".join(f"{k} {v:.2f} s" for k, v in results["step_s"].items()), flush=True)
+        results["truncated_step_ratio"] = results["step_s"]["cut_teacher"] / results["step_s"]["full_teacher"]
+        results["fast_step_ratio"] = (
+            results["step_s"]["cut_teacher_shared_front_end"] / results["step_s"]["full_teacher"]
+        )
+        del steps
+
+    if not args.skip_memory:
+        del models
+        for name in ("teacher", "student", "transformers"):
+            results["peak_memory_mb"][name] = peak_memory_mb(name, 10.0, device, args.dtype)
+
+    print()
+    print(markdown(results))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
+        print(f"\nWrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
