@@ -27,7 +27,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Audio, concatenate_datasets, interleave_datasets, load_dataset
-from datasets.distributed import split_dataset_by_node
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from torch.nn import functional as F
@@ -42,7 +41,7 @@ SAMPLING_RATE = 16_000
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("teacher and student")
     model.add_argument(
@@ -157,8 +156,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     hub.add_argument("--hub_model_id", default=None, help="Repo id for --push_to_hub (default: output_dir's name).")
     hub.add_argument("--hub_token", default=None, help="Token for --push_to_hub (default: the logged-in one).")
     hub.add_argument("--hub_private_repo", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.teacher_layers = parse_teacher_layers(args.teacher_layers)
     if (args.dataset_name is None) == (args.data_dir is None):
         parser.error("give exactly one of --dataset_name and --data_dir")
@@ -307,8 +310,8 @@ def crop(array: np.ndarray, max_samples: int, rng: random.Random | None) -> np.n
     return array[start : start + max_samples]
 
 
-class AudioClips(torch.utils.data.Dataset):
-    """Decodes and crops clips of a map-style dataset; a corrupt clip becomes None (counted by the collator)."""
+class ClipCropping:
+    """Decoding and random cropping shared by the map-style and the streaming datasets below."""
 
     def __init__(self, dataset, audio_column: str, max_samples: int, seed: int, random_crop: bool = True):
         self.dataset, self.audio_column, self.max_samples = dataset, audio_column, max_samples
@@ -317,31 +320,32 @@ class AudioClips(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        audio = self.dataset[index][self.audio_column]
+    def clip(self, audio: dict, index: int) -> dict:
         # A crop depends on (seed, epoch, clip) only, not on worker processes: resumed runs see the same crops.
         rng = random.Random(f"{self.seed}-{self.epoch}-{index}") if self.random_crop else None
         return load_clip(audio, self.max_samples, rng)
 
 
-class StreamingAudioClips(torch.utils.data.IterableDataset):
+class AudioClips(ClipCropping, torch.utils.data.Dataset):
+    """Decoded, cropped clips of a map-style dataset; a corrupt clip becomes None (counted by the collator)."""
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.clip(self.dataset[index][self.audio_column], index)
+
+
+class StreamingAudioClips(ClipCropping, torch.utils.data.IterableDataset):
     """The streaming counterpart of `AudioClips` over a datasets `IterableDataset`."""
 
-    def __init__(self, dataset, audio_column: str, max_samples: int, seed: int, random_crop: bool = True):
-        self.dataset, self.audio_column, self.max_samples = dataset, audio_column, max_samples
-        self.seed, self.random_crop, self.epoch = seed, random_crop, 0
-
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().set_epoch(epoch)
         self.dataset.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict]:
         for index, example in enumerate(self.dataset):
-            rng = random.Random(f"{self.seed}-{self.epoch}-{index}") if self.random_crop else None
-            yield load_clip(example[self.audio_column], self.max_samples, rng)
+            yield self.clip(example[self.audio_column], index)
 
 
 def load_clip(audio: dict, max_samples: int, rng: random.Random | None) -> dict:
@@ -648,8 +652,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         collate_fn=collator, num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed)
     )
     if args.streaming:
-        train_data = split_dataset_by_node(train_data, accelerator.process_index, accelerator.num_processes)
-        eval_data = split_dataset_by_node(eval_data, accelerator.process_index, accelerator.num_processes)
+        # No per-process split here: accelerate's prepare() dispatches a streamed dataset's batches to the processes.
         train_clips = StreamingAudioClips(train_data, "audio", max_samples, args.seed)
         eval_clips = StreamingAudioClips(eval_data, "audio", max_samples, args.seed, random_crop=False)
         train_loader = torch.utils.data.DataLoader(

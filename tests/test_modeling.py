@@ -258,6 +258,7 @@ FRESH_PROCESS_CHECK = textwrap.dedent(
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
     ctc = AutoModelForCTC.from_pretrained(ctc_dir, trust_remote_code=True).eval()
     plain = AutoModel.from_pretrained(plain_dir).eval()
+    plain_ctc = AutoModelForCTC.from_pretrained(plain_dir + "-ctc").eval()
     with torch.no_grad():
         out = model(inputs["x"], attention_mask=inputs["mask"])
         result["model_class"] = type(model).__name__
@@ -269,6 +270,8 @@ FRESH_PROCESS_CHECK = textwrap.dedent(
         result["logits_diff"] = (ctc(inputs["x"], attention_mask=inputs["mask"]).logits - inputs["logits"]).abs().max().item()
         result["plain_class"] = type(plain).__name__
         result["plain_diff"] = (plain(inputs["x"], attention_mask=inputs["mask"]).last_hidden_state - inputs["hidden"]).abs().max().item()
+        result["plain_ctc_class"] = type(plain_ctc).__name__
+        result["plain_ctc_diff"] = (plain_ctc(inputs["x"], attention_mask=inputs["mask"]).logits - inputs["logits"]).abs().max().item()
         result["module_file"] = sys.modules[type(model).__module__].__file__
     print(json.dumps(result))
     """
@@ -280,6 +283,7 @@ def save_and_reload_in_fresh_process(tmp_path, student, ctc, x, mask):
     student.save_pretrained(model_dir)
     ctc.save_pretrained(ctc_dir)
     student.to_wav2vec2().save_pretrained(plain_dir)
+    ctc.to_wav2vec2().save_pretrained(f"{plain_dir}-ctc")
     with torch.no_grad():
         out = student(x, attention_mask=mask)
         logits = ctc(x, attention_mask=mask).logits
@@ -316,6 +320,7 @@ def test_save_pretrained_writes_remote_code_that_loads_in_a_fresh_process(tmp_pa
     assert result["plain_class"] == "Wav2Vec2Model"
     assert "transformers_modules" in result["module_file"]  # loaded from the copied remote code, not this checkout
     assert result["hidden_diff"] == 0 and result["prediction_diff"] == 0 and result["logits_diff"] == 0
+    assert result["plain_ctc_class"] == "Wav2Vec2ForCTC" and result["plain_ctc_diff"] < 1e-4
     assert result["plain_diff"] < 1e-4  # transformers' channels-first front end vs ours
 
 

@@ -36,10 +36,28 @@ def corpus_dir(tmp_path_factory):
 
 def run_args(teacher_dir, corpus_dir, output_dir, *extra):
     return [
-        "--teacher_name_or_path", str(teacher_dir), "--data_dir", str(corpus_dir), "--output_dir", str(output_dir),
-        "--per_device_train_batch_size", "4", "--max_duration_in_seconds", "2", "--dataloader_num_workers", "0",
-        "--report_to", "none", "--logging_steps", "1", "--eval_steps", "1000", "--learning_rate", "1e-3", *extra,
-    ]  # fmt: skip
+        "--teacher_name_or_path",
+        str(teacher_dir),
+        "--data_dir",
+        str(corpus_dir),
+        "--output_dir",
+        str(output_dir),
+        "--per_device_train_batch_size",
+        "4",
+        "--max_duration_in_seconds",
+        "2",
+        "--dataloader_num_workers",
+        "0",
+        "--report_to",
+        "none",
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "1000",
+        "--learning_rate",
+        "1e-3",
+        *extra,
+    ]
 
 
 def test_cut_teacher_gives_the_full_teachers_targets(tiny_teacher, audio):
@@ -146,16 +164,40 @@ def load_in_fresh_process(model_dir, cwd):
 
 def test_end_to_end_run_writes_a_student_card_and_results(teacher_dir, corpus_dir, tmp_path):
     output_dir = tmp_path / "student"
-    results = main(run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "4", "--eval_steps", "2",
-                            "--checkpointing_steps", "2", "--save_total_limit", "1"))  # fmt: skip
-    assert {"config.json", "model.safetensors", "modeling_distilxlsr.py", "configuration_distilxlsr.py",
-            "preprocessor_config.json", "README.md", "distill_results.json"} <= {p.name for p in output_dir.iterdir()}  # fmt: skip
+    results = main(
+        run_args(
+            teacher_dir,
+            corpus_dir,
+            output_dir,
+            "--max_train_steps",
+            "4",
+            "--eval_steps",
+            "2",
+            "--checkpointing_steps",
+            "2",
+            "--save_total_limit",
+            "1",
+        )
+    )
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_distilxlsr.py",
+        "configuration_distilxlsr.py",
+        "preprocessor_config.json",
+        "README.md",
+        "distill_results.json",
+    } <= {p.name for p in output_dir.iterdir()}
     assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-4"]  # save_total_limit 1
     saved = json.loads((output_dir / "distill_results.json").read_text())
     assert saved["steps"] == 4 and saved["teacher_is_stand_in"] and saved["data_is_synthetic"]
     assert saved["teacher_parameters"] > saved["student_parameters"] > 0
-    assert set(saved["final_eval"]) == {"eval/l1_layer_4", "eval/cosine_layer_4", "eval/l1_layer_12",
-                                        "eval/cosine_layer_12"}  # fmt: skip
+    assert set(saved["final_eval"]) == {
+        "eval/l1_layer_4",
+        "eval/cosine_layer_4",
+        "eval/l1_layer_12",
+        "eval/cosine_layer_12",
+    }
     assert results["audio_hours_seen"] > 0
     card = ModelCard.load(output_dir / "README.md")
     assert card.data.language == "pt" and card.data.license == "apache-2.0"
@@ -186,8 +228,9 @@ def test_interrupted_and_resumed_run_logs_the_same_losses(teacher_dir, corpus_di
 
 def test_a_crash_during_a_save_keeps_the_previous_checkpoint(teacher_dir, corpus_dir, tmp_path, monkeypatch):
     output_dir = tmp_path / "out"
-    main(run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "4", "--checkpointing_steps", "2",
-                  "--max_steps_this_run", "2"))  # fmt: skip
+    schedule = ["--max_train_steps", "4", "--checkpointing_steps", "2"]
+    main(run_args(teacher_dir, corpus_dir, output_dir, *schedule, "--max_steps_this_run", "2"))
+    resume = run_args(teacher_dir, corpus_dir, output_dir, *schedule, "--resume_from_checkpoint", "latest")
     original_save = train_distill.Accelerator.save_state
 
     def crashing_save(self, output_dir=None, **kwargs):
@@ -196,13 +239,11 @@ def test_a_crash_during_a_save_keeps_the_previous_checkpoint(teacher_dir, corpus
 
     monkeypatch.setattr(train_distill.Accelerator, "save_state", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        main(run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "4", "--checkpointing_steps", "2",
-                      "--resume_from_checkpoint", "latest"))  # fmt: skip
+        main(resume)
     assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2"]
     assert (output_dir / "checkpoints" / "checkpoint-4.tmp").exists()  # the half-written one is never "latest"
     monkeypatch.undo()
-    results = main(run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "4",
-                            "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest"))  # fmt: skip
+    results = main(resume)
     assert results["steps"] == 4 and [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-4"]
 
 
@@ -218,8 +259,9 @@ def test_corrupt_and_too_short_audio_are_skipped_and_counted(teacher_dir, corpus
     with open(train / "metadata.csv", "a", encoding="utf-8") as metadata:
         metadata.write("corrupt.wav,corrompido,spk99\ntiny.wav,curto,spk99\n")
     # Batch 6 over 18 clips, 2 epochs: every clip is drawn twice.
-    results = main(run_args(teacher_dir, corpus, tmp_path / "out", "--max_train_steps", "6",
-                            "--per_device_train_batch_size", "6"))  # fmt: skip
+    results = main(
+        run_args(teacher_dir, corpus, tmp_path / "out", "--max_train_steps", "6", "--per_device_train_batch_size", "6")
+    )
     assert results["steps"] == 6
     assert results["skipped_unreadable_clips"] == 2 and results["dropped_too_short_clips"] == 2
 
@@ -227,12 +269,25 @@ def test_corrupt_and_too_short_audio_are_skipped_and_counted(teacher_dir, corpus
 def run_accelerate(num_processes, *args, cwd):
     # accelerate's --cpu launcher starts one process unless MPI is installed; torchrun (--multi_gpu) with
     # ACCELERATE_USE_CPU=1 starts real CPU processes talking over gloo.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(REPO_ROOT / "train_distill.py"), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO_ROOT / "train_distill.py"),
+        *args,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     if num_processes == 1:
-        command.remove("--multi_gpu")
+        command[command.index("--multi_gpu")] = "--cpu"
     completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
 
@@ -240,11 +295,46 @@ def run_accelerate(num_processes, *args, cwd):
 @pytest.mark.parametrize("num_processes", [1, 2])
 def test_accelerate_launch_saves_a_student_that_reloads(teacher_dir, corpus_dir, tmp_path, num_processes):
     output_dir = tmp_path / "student"
-    run_accelerate(num_processes, *run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "3",
-                                            "--per_device_train_batch_size", "2", "--freeze_feature_encoder"),
-                   cwd=tmp_path)  # fmt: skip
+    run_accelerate(
+        num_processes,
+        *run_args(
+            teacher_dir,
+            corpus_dir,
+            output_dir,
+            "--max_train_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "2",
+            "--freeze_feature_encoder",
+        ),
+        cwd=tmp_path,
+    )
     results = json.loads((output_dir / "distill_results.json").read_text())
     assert results["num_processes"] == num_processes and results["steps"] == 3
     # Each step consumed 2 clips on every process.
     assert len([e for e in results["log_history"] if "loss" in e]) == 3
     assert load_in_fresh_process(output_dir, tmp_path)["class"] == "DistilXLSRModel"
+
+
+def test_streaming_run_distils_from_a_streamed_dataset(teacher_dir, corpus_dir, tmp_path):
+    results = main(
+        run_args(
+            teacher_dir,
+            corpus_dir,
+            tmp_path / "out",
+            "--streaming",
+            "--max_train_steps",
+            "3",
+            "--shuffle_buffer_size",
+            "8",
+            "--max_eval_samples",
+            "4",
+        )
+    )
+    assert results["steps"] == 3 and results["audio_hours_seen"] > 0
+    assert set(results["final_eval"]) == {
+        "eval/l1_layer_4",
+        "eval/cosine_layer_4",
+        "eval/l1_layer_12",
+        "eval/cosine_layer_12",
+    }
