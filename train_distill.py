@@ -27,6 +27,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Audio, concatenate_datasets, interleave_datasets, load_dataset
+from datasets.distributed import split_dataset_by_node
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 from torch.nn import functional as F
@@ -471,6 +472,7 @@ def evaluate(student, teacher, eval_loader, accelerator, args) -> dict:
     l1_sum, cosine_sum, frames = torch.zeros(layers), torch.zeros(layers), torch.zeros(())
     l1_sum, cosine_sum, frames = (t.to(accelerator.device) for t in (l1_sum, cosine_sum, frames))
     for batch in eval_loader:
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         with accelerator.autocast():
             _, l1, cosine = distillation_forward(
                 student, teacher, batch["input_values"], batch["attention_mask"], args.freeze_feature_encoder
@@ -652,7 +654,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         collate_fn=collator, num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed)
     )
     if args.streaming:
-        # No per-process split here: accelerate's prepare() dispatches a streamed dataset's batches to the processes.
+        # Each process reads its own shard of the stream; these loaders are not prepare()d (accelerate would shard the
+        # stream again, or dispatch batches that must all have one size), so batches are moved to the device here.
+        train_data = split_dataset_by_node(train_data, accelerator.process_index, accelerator.num_processes)
+        eval_data = split_dataset_by_node(eval_data, accelerator.process_index, accelerator.num_processes)
         train_clips = StreamingAudioClips(train_data, "audio", max_samples, args.seed)
         eval_clips = StreamingAudioClips(eval_data, "audio", max_samples, args.seed, random_crop=False)
         train_loader = torch.utils.data.DataLoader(
@@ -692,9 +697,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         num_warmup_steps=int(args.warmup_ratio * args.max_train_steps) * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
-    student, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        student, optimizer, train_loader, eval_loader, scheduler
-    )
+    if args.streaming:
+        student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    else:
+        student, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+            student, optimizer, train_loader, eval_loader, scheduler
+        )
     raw_student = accelerator.unwrap_model(student)
 
     state = dict(step=0, epoch=0, batches_in_epoch=0, audio_seconds=0.0, unreadable=0, too_short=0, log_history=[])
@@ -715,7 +723,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     def train_batches() -> Iterator[dict]:
         """Batches forever, epoch after epoch, continuing a resumed epoch where its checkpoint left it."""
         while True:
-            train_loader.set_epoch(state["epoch"])  # accelerate passes it on to the sampler
+            if hasattr(train_loader, "set_epoch"):  # a prepared loader passes it on to the sampler
+                train_loader.set_epoch(state["epoch"])
             train_clips.set_epoch(state["epoch"])
             loader = train_loader
             if state["batches_in_epoch"]:
@@ -749,7 +758,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     running_batches = 0
     batches = train_batches()
     while state["step"] < args.max_train_steps:
-        batch = next(batches)
+        batch = {key: value.to(accelerator.device) for key, value in next(batches).items()}
         with accelerator.accumulate(student):
             loss, l1, cosine = distillation_forward(
                 student,

@@ -12,7 +12,7 @@ README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def documented_options() -> set[str]:
-    return set(re.findall(r"^\| `(--[a-z_]+)` \|", README, flags=re.MULTILINE))
+    return set(re.findall(r"^\| `(--[a-z0-9_]+)` \|", README, flags=re.MULTILINE))
 
 
 def test_every_train_distill_option_is_in_the_readme_table():
