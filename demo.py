@@ -1,6 +1,6 @@
 """The whole product on a laptop CPU, offline: demo corpus -> stand-in teacher -> distillation -> CTC fine-tuning -> WER.
 
-    python demo.py            # about 15 minutes on 2 CPU cores
+    python demo.py            # about 18 minutes on 2 CPU cores
     python demo.py --quick    # a 2-minute smoke run (learns little)
 
 Everything here is a stand-in, and the summary says so: the teacher is a RANDOMLY INITIALISED model of XLSR-53's
@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent
 
-# Sizes and schedules chosen so that, on 2 CPU cores, the full demo ends in about 15 minutes with test CER below 0.5.
+# Sizes and schedules chosen so that, on 2 CPU cores, the full demo ends in about 18 minutes with test CER below 0.5.
 # CTC from scratch on a small corpus: a high learning rate, no dropout or SpecAugment, the conv front end trained
 # (the student's comes from a random teacher); measured before choosing: CER 0.23 after 1,200 steps.
 # The distillation is short on purpose: the teacher is random, so there is nothing worth inheriting, and a longer
@@ -62,7 +62,7 @@ def run(command: list[str], log: Path) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="A ~2-minute smoke run instead of the ~20-minute demo.")
+    parser.add_argument("--quick", action="store_true", help="A ~1.5-minute smoke run instead of the ~18-minute demo.")
     parser.add_argument("--output_dir", default="outputs/demo", help="Where models, cards and logs go.")
     parser.add_argument("--corpus_dir", default="demo_corpus", help="The demo corpus (built here if absent).")
     args = parser.parse_args(argv)
