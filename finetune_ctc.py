@@ -51,7 +51,6 @@ from transformers import (
     AutoTokenizer,
     EvalPrediction,
     HfArgumentParser,
-    PreTrainedConfig,
     Trainer,
     TrainingArguments,
     Wav2Vec2CTCTokenizer,
@@ -60,7 +59,7 @@ from transformers import (
     set_seed,
 )
 
-import modeling_distilxlsr  # noqa: F401  (registers model_type "distilxlsr" with AutoConfig / AutoModelForCTC)
+from modeling_distilxlsr import min_samples_for_frames  # importing it registers "distilxlsr" with the Auto classes
 from text_normalization import DEFAULT_CHARS_TO_IGNORE, normalize_text
 
 logger = logging.getLogger(__name__)
@@ -194,18 +193,6 @@ def build_vocabulary(
     characters -= {" ", word_delimiter_token, unk_token, pad_token}
     tokens = [pad_token, unk_token, word_delimiter_token, *sorted(characters)]
     return {token: index for index, token in enumerate(tokens)}
-
-
-def min_samples_for_frames(config: PreTrainedConfig, frames: int = 1) -> int:
-    """Fewest input samples for which the conv feature encoder of `config` emits `frames` frames.
-
-    `frames=1` gives the receptive field: 400 samples (25 ms at 16 kHz) for wav2vec2 / XLSR-53.
-    """
-    receptive_field, hop = 1, 1
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        receptive_field += (kernel - 1) * hop
-        hop *= stride
-    return receptive_field + (max(frames, 1) - 1) * hop
 
 
 @dataclass

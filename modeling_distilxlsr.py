@@ -356,6 +356,18 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         return wav2vec2.eval() if not self.training else wav2vec2
 
 
+def min_samples_for_frames(config: Wav2Vec2Config, frames: int = 1) -> int:
+    """Fewest input samples for which the conv feature encoder of `config` emits `frames` frames.
+
+    `frames=1` gives the receptive field: 400 samples (25 ms at 16 kHz) for wav2vec2 / XLSR-53.
+    """
+    receptive_field, hop = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        receptive_field += (kernel - 1) * hop
+        hop *= stride
+    return receptive_field + (max(frames, 1) - 1) * hop
+
+
 def wav2vec2_config(config: DistilXLSRConfig) -> Wav2Vec2Config:
     """The plain `Wav2Vec2Config` of a student's backbone: every field but the distillation ones."""
     fields = {k: v for k, v in config.to_dict().items() if k not in DISTILLATION_FIELDS}

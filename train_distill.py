@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -34,7 +33,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor, get_scheduler
 
-from modeling_distilxlsr import DistilXLSRFeatureEncoder, DistilXLSRModel
+from modeling_distilxlsr import DistilXLSRFeatureEncoder, DistilXLSRModel, min_samples_for_frames
 
 logger = logging.getLogger("train_distill")
 
@@ -643,10 +642,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         feature_extractor = AutoFeatureExtractor.from_pretrained(args.teacher_name_or_path)
     except OSError:
         feature_extractor = Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True)
-    receptive_field = student.config.conv_kernel[0] + sum(
-        (k - 1) * math.prod(student.config.conv_stride[:i]) for i, k in enumerate(student.config.conv_kernel) if i
-    )
-    min_samples = max(receptive_field, int(args.min_duration_in_seconds * SAMPLING_RATE))
+    min_samples = max(min_samples_for_frames(student.config), int(args.min_duration_in_seconds * SAMPLING_RATE))
     max_samples = int(args.max_duration_in_seconds * SAMPLING_RATE)
     train_data, eval_data = load_audio_datasets(args, accelerator)
     collator = DistillationCollator(feature_extractor, min_samples)
