@@ -14,9 +14,12 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.requirements-installed
-if [ ! -f "$stamp" ] || ! cmp -s <(cat requirements.txt requirements-dev.txt) "$stamp"; then
+if [ ! -f "$stamp" ] || ! cmp -s <(cat requirements.txt requirements-dev.txt requirements-nodeps.txt) "$stamp"; then
   echo "Installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements-dev.txt
-  cat requirements.txt requirements-dev.txt > "$stamp"
+  if grep -qv '^\s*\(#\|$\)' requirements-nodeps.txt; then
+    .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
+  fi
+  cat requirements.txt requirements-dev.txt requirements-nodeps.txt > "$stamp"
 fi
