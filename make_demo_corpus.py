@@ -31,12 +31,13 @@ import subprocess
 import sys
 import time
 import wave
+from contextlib import nullcontext
 from multiprocessing import Pool
 from pathlib import Path
 
 from tqdm import tqdm
 
-CORPUS_VERSION = 1  # bump when the grammar, speakers or audio pipeline change: invalidates existing builds
+CORPUS_VERSION = 2  # bump when the grammar, speakers or audio pipeline change: invalidates existing builds
 SAMPLING_RATE = 16_000
 SPLITS = ("train", "validation", "test")
 MIN_WORDS, MAX_WORDS = 3, 15
@@ -62,6 +63,13 @@ SPEAKERS: tuple[tuple[str, str, int, int], ...] = (
 )
 TEST_SPEAKERS = ("spk10", "spk11", "spk12")
 TRAIN_SPEAKERS = tuple(s[0] for s in SPEAKERS if s[0] not in TEST_SPEAKERS)  # validation uses these too
+# The free-speech set: voices heard nowhere else in the corpus.
+FREE_SPEAKERS: tuple[tuple[str, str, int, int], ...] = (
+    ("spk13", "pt-br+m1", 150, 45),
+    ("spk14", "pt-br+f1", 145, 62),
+    ("spk15", "pt-br+pedro", 160, 50),
+    ("spk16", "pt-br+m6", 140, 40),
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Vocabulary of the template grammar (written for this project; released with the corpus under CC0-1.0).
@@ -154,6 +162,84 @@ ANY_TIMES = (
     "no domingo", "na sexta",
 )  # fmt: skip
 
+# Lexicon sentences: without them every clip comes from the grammar above (319 word types), and a recogniser trained on
+# it learns that closed list of words instead of how Portuguese is spelled. A share of the train and validation
+# sentences is therefore drawn from Debian's Brazilian Portuguese word list (package `wbrazilian`, about 275k word
+# forms) between frequent function words: not grammatical, but every letter-to-sound rule of espeak-ng occurs.
+WORD_LIST = Path("/usr/share/dict/brazilian")
+LEXICON_ALPHABET = set("abcdefghijklmnopqrstuvwxyzáàâãéêíóôõúüç")
+FUNCTION_WORDS = (
+    "o", "a", "os", "as", "um", "uma", "de", "do", "da", "dos", "das", "em", "no", "na", "e", "que", "com", "por",
+    "para", "mas", "se", "não", "muito", "mais", "também", "ele", "ela", "eles", "nós", "você", "isso", "este",
+    "esta", "sem", "sobre", "entre", "até", "quando", "porque", "ainda", "sempre", "nunca", "já", "bem", "aqui",
+)  # fmt: skip
+
+# The free-speech set: sentences written for this project outside the grammar and the lexicon sentences (everyday
+# Brazilian Portuguese on other topics), spoken by the FREE_SPEAKERS. It measures whether a recogniser spells speech
+# or only recognises the grammar's phrases.
+FREE_SENTENCES = (
+    "Choveu tanto que a rua virou um rio.",
+    "Meu cachorro late sempre que o carteiro passa.",
+    "Precisamos pagar a conta de luz até sexta-feira.",
+    "O ônibus estava lotado e ninguém conseguia se mexer.",
+    "Ela plantou girassóis no quintal da casa nova.",
+    "Quanto custa uma passagem de trem para Campinas?",
+    "O jogo terminou empatado depois de noventa minutos.",
+    "Esqueci o guarda-chuva no táxi de novo.",
+    "A fila do banco dobrava o quarteirão.",
+    "Os alunos fizeram uma maquete do sistema solar.",
+    "Vou tirar férias em julho e viajar para o litoral.",
+    "O pedreiro levantou a parede em dois dias.",
+    "Minha tia faz o melhor pão de queijo de Minas.",
+    "A reunião foi adiada porque o diretor adoeceu.",
+    "Ele tocou piano durante toda a cerimônia.",
+    "As crianças brincavam de esconde-esconde no parque.",
+    "O vento derrubou a antena da televisão.",
+    "Nós assistimos ao filme inteiro sem piscar.",
+    "A enfermeira mediu a pressão do paciente.",
+    "Comprei três quilos de tomate na quitanda.",
+    "O rio transbordou e alagou a plantação de milho.",
+    "Você pode fechar a janela, por favor?",
+    "O avião decolou com uma hora de atraso.",
+    "Ganhei um livro de poesia no meu aniversário.",
+    "A gata dormiu em cima do teclado.",
+    "O time treinou debaixo de sol forte.",
+    "Ela pintou o quarto de verde claro.",
+    "O motorista buzinou para o ciclista distraído.",
+    "Faltou água no prédio a semana inteira.",
+    "Os pescadores voltaram com o barco cheio de peixes.",
+    "Meu avô conta histórias da juventude dele.",
+    "A prefeitura vai reformar a ponte velha.",
+    "Tomei um banho gelado depois da corrida.",
+    "A professora corrigiu as provas no fim de semana.",
+    "Os pássaros cantam cedo na primavera.",
+    "O elevador quebrou e subimos pela escada.",
+    "Guardei as fotografias numa caixa de sapato.",
+    "O sorveteiro passa na praia todas as tardes.",
+    "Ela aprendeu a nadar aos quarenta anos.",
+    "A padaria da esquina fecha ao meio-dia.",
+    "O cientista explicou a pesquisa com paciência.",
+    "Perdemos o trem por causa do trânsito.",
+    "O menino desenhou um dragão enorme na parede.",
+    "A vacina chegou ao posto de saúde ontem.",
+    "Minha irmã trabalha como engenheira em Recife.",
+    "Os vizinhos fizeram um churrasco no domingo.",
+    "A lua cheia iluminou a estrada de terra.",
+    "Ele consertou a torneira que pingava.",
+    "O mercado fica aberto até as dez da noite.",
+    "A banda tocou samba até de madrugada.",
+    "Colhemos laranjas maduras no sítio do meu tio.",
+    "O jornal publicou uma notícia surpreendente.",
+    "Ela escreveu uma carta para a amiga distante.",
+    "Os turistas tiraram fotos do Cristo Redentor.",
+    "A tempestade derrubou várias árvores na avenida.",
+    "O carteiro entregou um pacote pesado.",
+    "Vamos plantar mudas de ipê na calçada.",
+    "O doutor receitou repouso e muito líquido.",
+    "A festa junina teve quadrilha e fogueira.",
+    "O gato pulou o muro e sumiu no telhado.",
+)  # fmt: skip
+
 
 def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
@@ -215,6 +301,28 @@ def _make_sentence(rng: random.Random) -> str:
     return choice(templates)()
 
 
+def load_word_list(path: Path = WORD_LIST) -> list[str]:
+    """Lower-case words of 2-12 letters from the Brazilian Portuguese word list, sorted (a deterministic order)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the demo corpus draws its lexicon sentences from Debian's word list "
+            "(apt-get install wbrazilian; setup.sh installs it)"
+        )
+    words = {w.strip() for w in path.read_text(encoding="utf-8").splitlines()}
+    return sorted(w for w in words if 2 <= len(w) <= 12 and w.islower() and set(w) <= LEXICON_ALPHABET)
+
+
+def generate_lexicon_sentences(count: int, words: list[str], seed: int = 0) -> list[str]:
+    """Return ``count`` distinct word-list sentences: 4-10 words, about a third of them function words."""
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        length = rng.randint(4, 10)
+        tokens = [rng.choice(FUNCTION_WORDS) if rng.random() < 0.35 else rng.choice(words) for _ in range(length)]
+        seen.setdefault(_capitalize(" ".join(tokens)) + ".", None)
+    return list(seen)
+
+
 def generate_sentences(count: int, seed: int = 0) -> list[str]:
     """Return ``count`` distinct sentences (3-15 words each) in a deterministic order."""
     rng = random.Random(seed)
@@ -242,6 +350,66 @@ def _synthesize(job: tuple[str, str, int, int, str]) -> int:
     subprocess.run([*sox, path], input=espeak.stdout, check=True, capture_output=True)
     with wave.open(path, "rb") as wav:
         return wav.getnframes()
+
+
+def _synthesize_all(jobs: list[tuple[str, str, int, int, str]], num_workers: int) -> list[int]:
+    """Run the synthesis jobs (in ``num_workers`` processes), with a progress bar; returns samples per clip, in order."""
+    with tqdm(total=len(jobs), desc="synthesising", unit="clip", file=sys.stderr) as progress:
+        num_samples = []
+        with Pool(num_workers) if num_workers > 1 else nullcontext() as pool:
+            for n in pool.imap(_synthesize, jobs, chunksize=8) if pool else map(_synthesize, jobs):
+                num_samples.append(n)
+                progress.update()
+        return num_samples
+
+
+def _write_metadata(split_dir: Path, rows: list[tuple[str, str, str]], num_samples: list[int]) -> dict:
+    """Write ``split_dir/metadata.csv`` (file_name, transcription, speaker_id) and return the split's statistics."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file_name", "transcription", "speaker_id"])
+    writer.writerows(rows)
+    (split_dir / "metadata.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    seconds = sum(num_samples) / SAMPLING_RATE
+    return {
+        "clips": len(rows),
+        "seconds": round(seconds, 3),
+        "hours": round(seconds / 3600, 4),
+        "speakers": sorted({r[2] for r in rows}),
+    }
+
+
+def build_free_speech_set(output_dir: str | Path, num_workers: int = 2) -> dict:
+    """Speak FREE_SENTENCES with the FREE_SPEAKERS into ``output_dir/test`` (an audiofolder); returns its statistics.
+
+    Skipped when an identical build is there. Every sentence is spoken by one voice, the voices taking turns.
+    """
+    output_dir = Path(output_dir)
+    marker = output_dir / "build_info.json"
+    identity = {"version": CORPUS_VERSION, "espeak_ng": _espeak_version(), "sentences": len(FREE_SENTENCES)}
+    if marker.exists():
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        if {k: info.get(k) for k in identity} == identity:
+            return {**info, "skipped": True}
+    split_dir = output_dir / "test"
+    if split_dir.exists():
+        shutil.rmtree(split_dir)
+    split_dir.mkdir(parents=True)
+    rows, jobs = [], []
+    for i, text in enumerate(FREE_SENTENCES):
+        sid, voice, speed, pitch = FREE_SPEAKERS[i % len(FREE_SPEAKERS)]
+        rows.append((f"free_{i:05d}_{sid}.wav", text, sid))
+        jobs.append((str(split_dir / rows[-1][0]), voice, speed, pitch, text))
+    info = {**identity, "test": _write_metadata(split_dir, rows, _synthesize_all(jobs, num_workers))}
+    (output_dir / "README.md").write_text(
+        "# Free-speech test set (SYNTHETIC, espeak-ng)\n\n"
+        f"{len(rows)} everyday Brazilian Portuguese sentences written for DistilXLSR-PT outside the demo corpus's "
+        "grammar, spoken by espeak-ng `pt-br` voices heard nowhere in the demo corpus "
+        f"({', '.join(v for _, v, _, _ in FREE_SPEAKERS)}). Made by `make_demo_corpus.py --free_speech_dir`; CC0-1.0.\n",
+        encoding="utf-8",
+    )
+    marker.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return {**info, "skipped": False}
 
 
 def _espeak_version() -> str:
@@ -326,7 +494,10 @@ A "speaker" is an espeak-ng voice variant with a fixed speed (words per minute) 
 
 The sentences were generated by the template grammar in `make_demo_corpus.py` of the DistilXLSR-PT project
 (subjects, verbs, objects, places and times written by the project; seed {info["params"]["seed"]}), and are
-released, like the audio, under CC0-1.0. espeak-ng (GPL-3.0) was used as a tool; its output is not covered by its
+released, like the audio, under CC0-1.0. A share of the train and validation sentences
+({info["lexicon_sentences"]["train"]} and {info["lexicon_sentences"]["validation"]}) are instead random sequences of
+words from Debian's `wbrazilian` word list between frequent function words: ungrammatical, there to teach spelling
+beyond the grammar's closed vocabulary. espeak-ng (GPL-3.0) was used as a tool; its output is not covered by its
 licence.
 
 Rebuild it, byte for byte with the same espeak-ng and sox versions, with:
@@ -334,7 +505,7 @@ Rebuild it, byte for byte with the same espeak-ng and sox versions, with:
 ```bash
 python make_demo_corpus.py --output_dir DIR --num_train {info["params"]["num_train"]} \\
     --num_validation {info["params"]["num_validation"]} --num_test {info["params"]["num_test"]} \\
-    --seed {info["params"]["seed"]}
+    --seed {info["params"]["seed"]} --lexicon_fraction {info["params"]["lexicon_fraction"]}
 ```
 """
 
@@ -347,14 +518,24 @@ def build_corpus(
     num_workers: int = 2,
     seed: int = 0,
     overwrite: bool = False,
+    lexicon_fraction: float = 1 / 3,
 ) -> dict:
     """Build the corpus into ``output_dir`` (skipped if an identical build is already there) and return its info.
+
+    ``lexicon_fraction`` of the train and validation sentences are word-list sentences; the rest, and all of the test
+    split, come from the grammar.
 
     The returned dict (also written to ``output_dir/build_info.json``) holds the build parameters and, per split,
     the number of clips, seconds, hours and speakers.
     """
     output_dir = Path(output_dir)
-    params = {"num_train": num_train, "num_validation": num_validation, "num_test": num_test, "seed": seed}
+    params = {
+        "num_train": num_train,
+        "num_validation": num_validation,
+        "num_test": num_test,
+        "seed": seed,
+        "lexicon_fraction": round(lexicon_fraction, 4),
+    }
     marker = output_dir / "build_info.json"
     espeak_version = _espeak_version()
     if marker.exists() and not overwrite:
@@ -381,15 +562,24 @@ def build_corpus(
         elif path.exists():
             path.unlink()
 
-    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-    sentences = generate_sentences(sum(sizes.values()), seed=seed)
-    random.Random(seed + 1).shuffle(sentences)
-    # Split by sentence: the sentences are distinct, so no test or validation sentence occurs in train.
-    by_split = {
-        "test": sentences[:num_test],
-        "validation": sentences[num_test : num_test + num_validation],
-        "train": sentences[num_test + num_validation :],
+    lexicon_sizes = {
+        "train": round(num_train * lexicon_fraction),
+        "validation": round(num_validation * lexicon_fraction),
     }
+    num_grammar = num_train + num_validation + num_test - sum(lexicon_sizes.values())
+    grammar = generate_sentences(num_grammar, seed=seed)
+    random.Random(seed + 1).shuffle(grammar)
+    lexicon = generate_lexicon_sentences(sum(lexicon_sizes.values()), load_word_list(), seed=seed)
+    # Split by sentence: the sentences are distinct, so no test or validation sentence occurs in train.
+    num_grammar_validation = num_validation - lexicon_sizes["validation"]
+    by_split = {
+        "test": grammar[:num_test],
+        "validation": grammar[num_test : num_test + num_grammar_validation] + lexicon[lexicon_sizes["train"] :],
+        "train": grammar[num_test + num_grammar_validation :] + lexicon[: lexicon_sizes["train"]],
+    }
+    for split in ("train", "validation"):  # mix the two kinds, so that any first N clips hold both
+        random.Random(seed + 2).shuffle(by_split[split])
+    sentences = [s for split in SPLITS for s in by_split[split]]
     speaker_by_id = {s[0]: s for s in SPEAKERS}
 
     rows: dict[str, list[tuple[str, str, str]]] = {}
@@ -404,39 +594,16 @@ def build_corpus(
             rows[split].append((file_name, text, sid))
             jobs.append((str(output_dir / split / file_name), voice, speed, pitch, text))
 
-    progress = tqdm(total=len(jobs), desc="synthesising", unit="clip", file=sys.stderr)
-    if num_workers > 1:
-        with Pool(num_workers) as pool:
-            num_samples = []
-            for n in pool.imap(_synthesize, jobs, chunksize=8):
-                num_samples.append(n)
-                progress.update()
-    else:
-        num_samples = []
-        for job in jobs:
-            num_samples.append(_synthesize(job))
-            progress.update()
-    progress.close()
-
+    num_samples = _synthesize_all(jobs, num_workers)
     stats = {}
     offset = 0
     for split in SPLITS:
-        seconds = sum(num_samples[offset : offset + len(rows[split])]) / SAMPLING_RATE
+        stats[split] = _write_metadata(output_dir / split, rows[split], num_samples[offset : offset + len(rows[split])])
         offset += len(rows[split])
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file_name", "transcription", "speaker_id"])
-        writer.writerows(rows[split])
-        (output_dir / split / "metadata.csv").write_text(buffer.getvalue(), encoding="utf-8")
-        stats[split] = {
-            "clips": len(rows[split]),
-            "seconds": round(seconds, 3),
-            "hours": round(seconds / 3600, 4),
-            "speakers": sorted({r[2] for r in rows[split]}),
-        }
 
     words = sorted({w.strip(",.?").lower() for s in sentences for w in s.split()})
     info = {
+        "lexicon_sentences": lexicon_sizes,
         "version": CORPUS_VERSION,
         "espeak_ng": espeak_version,
         "params": params,
@@ -463,6 +630,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_workers", type=int, default=2, help="parallel synthesis processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sentence grammar and split")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if an identical corpus is present")
+    parser.add_argument(
+        "--lexicon_fraction", type=float, default=1 / 3, help="share of word-list sentences in train and validation"
+    )
+    parser.add_argument(
+        "--free_speech_dir", help="also build the free-speech test set (sentences outside the grammar) here"
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -474,6 +647,7 @@ def main(argv: list[str] | None = None) -> None:
         num_workers=args.num_workers,
         seed=args.seed,
         overwrite=args.overwrite,
+        lexicon_fraction=args.lexicon_fraction,
     )
     if info["skipped"]:
         print(f"{args.output_dir} already holds this corpus; nothing to do (use --overwrite to rebuild).")
@@ -483,6 +657,9 @@ def main(argv: list[str] | None = None) -> None:
         s = info["splits"][split]
         print(f"  {split:<10} {s['clips']:>5} clips  {s['hours']:.3f} h  speakers: {', '.join(s['speakers'])}")
     print(f"  {info['word_types']} word types; characters: {info['charset']}")
+    if args.free_speech_dir:
+        free = build_free_speech_set(args.free_speech_dir, num_workers=args.num_workers)
+        print(f"  free-speech test set: {free['test']['clips']} clips in {args.free_speech_dir}")
 
 
 if __name__ == "__main__":

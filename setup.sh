@@ -5,6 +5,7 @@ cd "$(dirname "$0")"
 
 missing=()
 for tool in ffmpeg espeak-ng sox; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+[ -f /usr/share/dict/brazilian ] || missing+=(wbrazilian)  # word list of the demo corpus's lexicon sentences
 if ((${#missing[@]})); then
   echo "Installing system packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -538,7 +538,12 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, results: dict) 
         f"layer {layer}: {results['final_eval'][f'eval/cosine_layer_{layer}']:.3f}" for layer in args.teacher_layers
     )
     warnings = []
-    if results["teacher_is_stand_in"]:
+    if results["teacher_is_stand_in"] and is_stand_in(args.teacher_name_or_path, "supervised stand-in"):
+        warnings.append(
+            "The teacher is a **supervised stand-in** of XLSR-53's architecture family, CTC-trained on synthetic "
+            "speech by this project's `train_teacher.py`, not facebook/wav2vec2-large-xlsr-53."
+        )
+    elif results["teacher_is_stand_in"]:
         warnings.append(
             "The teacher is a **randomly initialised stand-in** of XLSR-53's architecture family, not "
             "facebook/wav2vec2-large-xlsr-53: this model only demonstrates the pipeline."

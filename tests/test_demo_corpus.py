@@ -111,3 +111,34 @@ def test_loads_with_audiofolder(corpus, tmp_path):
     assert sample["audio"]["sampling_rate"] == 16000
     assert len(sample["audio"]["array"]) > 16000 // 2
     assert sample["transcription"] in {row["transcription"] for row in _read_metadata(corpus, "test")}
+
+
+def test_train_and_validation_mix_in_lexicon_sentences(corpus):
+    from make_demo_corpus import FUNCTION_WORDS, generate_lexicon_sentences, load_word_list
+
+    info = _build(corpus)
+    assert info["lexicon_sentences"] == {"train": 7, "validation": 2}  # a third of 20 and of 5
+    lexicon = generate_lexicon_sentences(9, load_word_list(), seed=0)
+    train = [row["transcription"] for row in _read_metadata(corpus, "train")]
+    validation = {row["transcription"] for row in _read_metadata(corpus, "validation")}
+    test = {row["transcription"] for row in _read_metadata(corpus, "test")}
+    assert set(lexicon[:7]) <= set(train) and set(lexicon[7:]) <= validation and not set(lexicon) & test
+    assert set(lexicon[:7]) & set(train[:10])  # shuffled in: the first clips (a labelled subset) hold both kinds
+    words = {w.strip(".").lower() for s in lexicon for w in s.split()}
+    assert len(words) > 30 and words <= set(load_word_list()) | set(FUNCTION_WORDS)
+
+
+def test_free_speech_set_has_new_sentences_and_voices(corpus, tmp_path):
+    from datasets import load_dataset
+
+    from make_demo_corpus import FREE_SENTENCES, SPEAKERS, build_free_speech_set
+
+    info = build_free_speech_set(tmp_path / "free")
+    assert not info["skipped"] and build_free_speech_set(tmp_path / "free")["skipped"]
+    rows = _read_metadata(tmp_path / "free", "test")
+    assert [row["transcription"] for row in rows] == list(FREE_SENTENCES) and len(rows) >= 50
+    assert not {row["speaker_id"] for row in rows} & {s[0] for s in SPEAKERS}
+    corpus_sentences = {row["transcription"] for split in SPLITS for row in _read_metadata(corpus, split)}
+    assert not set(FREE_SENTENCES) & corpus_sentences
+    dataset = load_dataset("audiofolder", data_dir=str(tmp_path / "free"), cache_dir=str(tmp_path / "cache"))
+    assert list(dataset) == ["test"] and dataset["test"].num_rows == len(FREE_SENTENCES)
