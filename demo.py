@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
             str(corpus_dir),
             "--output_dir",
             str(student_dir),
+            "--overwrite_output_dir",  # a re-run of the demo replaces the previous one
             "--report_to",
             "none",
             "--checkpointing_steps",
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
             str(corpus_dir),
             "--output_dir",
             str(asr_dir),
+            "--overwrite_output_dir",
             "--report_to",
             "none",
             "--eval_strategy",
