@@ -877,7 +877,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise RuntimeError(
                 f"{nonfinite_in_a_row} steps in a row had a non-finite (NaN or inf) loss or gradient; each was skipped, "
                 "so the weights are unharmed. Lower --learning_rate or --max_grad_norm, or try --mixed_precision bf16 "
-                "instead of fp16, then continue with --resume_from_checkpoint latest."
+                "instead of fp16."
             )
 
         state["step"] += 1
