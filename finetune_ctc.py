@@ -69,6 +69,7 @@ from run_checks import (
     POSITIVE,
     PROBABILITY,
     SEED,
+    check_data_dir,
     check_output_dir,
     numeric_option_errors,
     remove_previous_run,
@@ -519,7 +520,9 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         parser.error("--min_duration_in_seconds is above --max_duration_in_seconds: every clip would be dropped")
     resume = training_args.resume_from_checkpoint
     if resume == "latest":  # as in train_distill.py; no checkpoint yet: start from scratch
-        resume = training_args.resume_from_checkpoint = get_last_checkpoint(training_args.output_dir)
+        output_dir = training_args.output_dir
+        resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        training_args.resume_from_checkpoint = resume
     if resume and model_args.overwrite_output_dir:
         parser.error("--overwrite_output_dir deletes the run that --resume_from_checkpoint would continue: pass one")
     if resume and not os.path.isdir(resume):
@@ -548,6 +551,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         if previous_run and model_args.overwrite_output_dir and training_args.process_index == 0:
             logger.warning("--overwrite_output_dir: deleting the previous run in %s", training_args.output_dir)
             remove_previous_run(previous_run)
+    if data_args.dataset_name is None:
+        check_data_dir(data_args.data_dir)
     source = f"{data_args.dataset_name or 'audiofolder'} (data_dir={data_args.data_dir})"
     print(f"Data: {source}; model: {model_args.model_name_or_path}; output: {training_args.output_dir}")
 

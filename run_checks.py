@@ -38,6 +38,17 @@ class OutputDirError(ValueError):
     """`--output_dir` cannot be written, or holds a previous run that the command does not say what to do with."""
 
 
+def check_data_dir(data_dir: str | os.PathLike) -> None:
+    """Fail early, and clearly, on a `--data_dir` audiofolder that is missing or whose metadata.csv lists no clip (on
+    which datasets fails with an IndexError)."""
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise ValueError(f"--data_dir {path}: no such folder.")
+    for metadata in (path / "metadata.csv", *sorted(path.glob("*/metadata.csv"))):
+        if metadata.is_file() and not metadata.read_text(encoding="utf-8", errors="replace").partition("\n")[2].strip():
+            raise ValueError(f"--data_dir {path}: {metadata} lists no clip (a header line at most).")
+
+
 def check_output_dir(
     output_dir: str | os.PathLike, run_files: Sequence[str], overwrite: bool, resuming: bool
 ) -> list[Path]:

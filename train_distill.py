@@ -41,6 +41,7 @@ from run_checks import (
     POSITIVE,
     PROBABILITY,
     SEED,
+    check_data_dir,
     check_output_dir,
     numeric_option_errors,
     remove_previous_run,
@@ -50,7 +51,7 @@ logger = logging.getLogger("train_distill")
 
 CHECKPOINT_PREFIX = "checkpoint-"
 # What a run leaves in --output_dir; a new run into a folder holding any of these is refused (see check_output_dir).
-RUN_FILES = ("model.safetensors", "distill_results.json", f"checkpoints/{CHECKPOINT_PREFIX}*")
+RUN_FILES = ("model.safetensors", "distill_results.json", f"checkpoints/{CHECKPOINT_PREFIX}*[0-9]")  # not .tmp
 # A run stops with an error after this many optimizer steps in a row with a non-finite loss or gradient (each one
 # skipped), or this many batches in a row without a usable clip (all unreadable or too short).
 MAX_NONFINITE_STEPS_IN_A_ROW = 25
@@ -662,6 +663,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.resume_from_checkpoint != "latest" or bool(list_checkpoints(output_dir))
     )
     previous_run = check_output_dir(output_dir, RUN_FILES, args.overwrite_output_dir, resuming)
+    if args.data_dir is not None:
+        check_data_dir(args.data_dir)
     # Fail on a bad --teacher_layers before any weights or data are loaded.
     teacher_config = AutoConfig.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
     check_teacher_layers(teacher_config, args.teacher_layers)

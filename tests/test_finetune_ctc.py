@@ -346,6 +346,16 @@ def test_an_unwritable_output_dir_fails_before_any_data_is_read(tmp_path, report
             main(args)
 
 
+def test_a_missing_or_empty_data_dir_fails_before_any_data_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    args = ["--model_name_or_path", "m", *common_args(tmp_path / "out", tmp_path / "cache")]
+    with pytest.raises(ValueError, match="--data_dir .*no-corpus: no such folder"):
+        main([*args, "--data_dir", str(tmp_path / "no-corpus")])
+    write_split(tmp_path / "corpus" / "train", [])  # a header alone: datasets fails with an IndexError
+    with pytest.raises(ValueError, match="train/metadata.csv lists no clip"):
+        main([*args, "--data_dir", str(tmp_path / "corpus")])
+
+
 def test_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

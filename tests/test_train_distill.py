@@ -201,6 +201,16 @@ def test_an_unwritable_output_dir_fails_before_anything_is_loaded(teacher_dir, t
             main(args)
 
 
+def test_a_missing_or_empty_data_dir_fails_before_the_teacher_loads(teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_distill.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(ValueError, match="--data_dir .*no-corpus: no such folder"):
+        main(run_args(teacher_dir, tmp_path / "no-corpus", tmp_path / "out"))
+    (tmp_path / "corpus" / "train").mkdir(parents=True)
+    (tmp_path / "corpus" / "train" / "metadata.csv").write_text("file_name,transcription\n")  # datasets: IndexError
+    with pytest.raises(ValueError, match="train/metadata.csv lists no clip"):
+        main(run_args(teacher_dir, tmp_path / "corpus", tmp_path / "out"))
+
+
 def load_in_fresh_process(model_dir, cwd):
     script = textwrap.dedent(
         """
