@@ -211,6 +211,16 @@ def test_a_missing_or_empty_data_dir_fails_before_the_teacher_loads(teacher_dir,
         main(run_args(teacher_dir, tmp_path / "corpus", tmp_path / "out"))
 
 
+def test_a_half_written_checkpoint_alone_is_not_a_run(tmp_path):
+    from run_checks import check_output_dir
+
+    (tmp_path / "checkpoints" / "checkpoint-3.tmp").mkdir(parents=True)  # a save killed before its rename
+    assert check_output_dir(tmp_path, train_distill.RUN_FILES, overwrite=False, resuming=False) == []
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir()
+    with pytest.raises(ValueError, match="already holds a run \\(checkpoints/checkpoint-2\\)"):
+        check_output_dir(tmp_path, train_distill.RUN_FILES, overwrite=False, resuming=False)
+
+
 def load_in_fresh_process(model_dir, cwd):
     script = textwrap.dedent(
         """
