@@ -74,7 +74,7 @@ def check_output_dir(
     if previous and not overwrite and not resuming:
         names = ", ".join(str(p.relative_to(path)) for p in previous[:5]) + (", ..." if len(previous) > 5 else "")
         raise OutputDirError(
-            f"--output_dir {path} already holds a run ({names}). Pass --resume_from_checkpoint to continue it, "
+            f"--output_dir {path} already holds a run ({names}). Pass --resume_from_checkpoint latest to continue it, "
             "--overwrite_output_dir to delete it and start afresh, or choose another --output_dir."
         )
     return previous
