@@ -92,7 +92,7 @@ def ensure_teacher(teacher_dir: Path, corpus_dir: Path, log: Path) -> float:
 def distill(teacher_dir: Path, corpus_dir: Path, student_dir: Path, settings: dict, log: Path) -> float:
     """Distil a 2-layer student (teacher layers 4 and 12) on all training audio; no transcript is read."""
     command = ["train_distill.py", "--teacher_name_or_path", str(teacher_dir), "--data_dir", str(corpus_dir),
-               "--output_dir", str(student_dir), "--teacher_layers", "4,12",
+               "--output_dir", str(student_dir), "--overwrite_output_dir", "--teacher_layers", "4,12",
                "--student_num_hidden_layers", "2", "--freeze_feature_encoder", "--report_to", "none",
                "--checkpointing_steps", "1000000", "--dataloader_num_workers", "1", *settings["distill"]]  # fmt: skip
     return run([sys.executable, *command], log)
@@ -115,7 +115,7 @@ def finetune(model_dir: Path, corpus_dir: Path, asr_dir: Path, labelled: int, se
     from train_teacher import precision_args
 
     command = ["finetune_ctc.py", "--model_name_or_path", str(model_dir), "--data_dir", str(corpus_dir),
-               "--output_dir", str(asr_dir), "--max_train_samples", str(labelled),
+               "--output_dir", str(asr_dir), "--overwrite_output_dir", "--max_train_samples", str(labelled),
                "--report_to", "none", "--eval_strategy", "steps", "--save_strategy", "no",
                "--dataloader_num_workers", "1", "--model_card_note", note, *precision_args(),
                *settings["finetune"]]  # fmt: skip
@@ -125,7 +125,7 @@ def finetune(model_dir: Path, corpus_dir: Path, asr_dir: Path, labelled: int, se
 def score_free_speech(asr_dir: Path, free_speech_dir: Path, output_dir: Path, log: Path) -> dict:
     """WER/CER of a fine-tuned recogniser on the free-speech set (sentences and voices outside the corpus)."""
     command = ["finetune_ctc.py", "--model_name_or_path", str(asr_dir), "--data_dir", str(free_speech_dir),
-               "--output_dir", str(output_dir), "--do_predict", "--report_to", "none",
+               "--output_dir", str(output_dir), "--overwrite_output_dir", "--do_predict", "--report_to", "none",
                "--num_examples_to_print", "3"]  # fmt: skip
     run([sys.executable, *command], log)
     return json.loads((output_dir / "all_results.json").read_text())

@@ -52,14 +52,28 @@ from transformers import (
     EvalPrediction,
     HfArgumentParser,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     Wav2Vec2CTCTokenizer,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
     set_seed,
 )
+from transformers.trainer_utils import get_last_checkpoint
 
+from audio_io import AudioDecodingError, load_audio
 from modeling_distilxlsr import min_samples_for_frames  # importing it registers "distilxlsr" with the Auto classes
+from run_checks import (
+    BETA,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SEED,
+    check_data_dir,
+    check_output_dir,
+    numeric_option_errors,
+    remove_previous_run,
+)
 from text_normalization import DEFAULT_CHARS_TO_IGNORE, normalize_text
 
 logger = logging.getLogger(__name__)
@@ -87,7 +101,8 @@ def config_override(description: str) -> Any:
 
 @dataclass
 class ModelArguments:
-    """Which model and tokenizer to fine-tune, and the model config settings to override."""
+    """Which model and tokenizer to fine-tune, the model config settings to override, and whether to replace a
+    previous run in --output_dir."""
 
     model_name_or_path: str = field(
         metadata={
@@ -124,6 +139,13 @@ class ModelArguments:
     mask_feature_length: int | None = config_override("SpecAugment: channels per feature mask.")
     ctc_loss_reduction: str = field(
         default="mean", metadata={"help": "Reduction of the CTC loss.", "choices": ["mean", "sum"]}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete the trained model, results and checkpoints already in --output_dir and train afresh. "
+            "Without it (or --resume_from_checkpoint), training into such a folder is refused."
+        },
     )
 
 
@@ -179,6 +201,33 @@ class DataTrainingArguments:
     )
 
 
+# What a training run leaves in --output_dir; training into a folder holding any of these is refused.
+RUN_FILES = ("model.safetensors", "pytorch_model.bin", "*_results.json", "trainer_state.json", "checkpoint-*")
+# What each numeric option (of the three argument dataclasses) must be, and finite; checked before anything loads.
+NUMERIC_OPTIONS = {
+    **dict.fromkeys(
+        ("attention_dropout", "activation_dropout", "feat_proj_dropout", "hidden_dropout", "final_dropout"),
+        PROBABILITY,
+    ),
+    **dict.fromkeys(("layerdrop", "mask_time_prob", "mask_feature_prob"), PROBABILITY),
+    **dict.fromkeys(("mask_time_length", "mask_feature_length"), POSITIVE),
+    **dict.fromkeys(("max_train_samples", "max_eval_samples", "max_test_samples"), POSITIVE),
+    "min_duration_in_seconds": NON_NEGATIVE,
+    "max_duration_in_seconds": POSITIVE,
+    "preprocessing_num_workers": POSITIVE,
+    "num_examples_to_print": NON_NEGATIVE,
+    **dict.fromkeys(("per_device_train_batch_size", "per_device_eval_batch_size"), POSITIVE),
+    **dict.fromkeys(("gradient_accumulation_steps", "learning_rate", "num_train_epochs", "adam_epsilon"), POSITIVE),
+    "max_steps": (lambda v: v == -1 or v > 0, "> 0 (or -1: --num_train_epochs decides)"),
+    **dict.fromkeys(("logging_steps", "eval_steps", "save_steps"), POSITIVE),
+    **dict.fromkeys(("weight_decay", "max_grad_norm", "dataloader_num_workers"), NON_NEGATIVE),
+    **dict.fromkeys(("adam_beta1", "adam_beta2"), BETA),
+    **dict.fromkeys(("seed", "data_seed"), SEED),
+}
+# Training stops with an error after this many optimizer steps in a row with a non-finite gradient (each skipped).
+MAX_NONFINITE_STEPS_IN_A_ROW = 25
+
+
 def build_vocabulary(
     texts: Iterable[str], word_delimiter_token: str = "|", unk_token: str = "[UNK]", pad_token: str = "[PAD]"
 ) -> dict[str, int]:
@@ -218,7 +267,7 @@ class DataCollatorCTCWithPadding:
 
 
 class CTCTrainer(Trainer):
-    """`Trainer` with two CTC-specific changes.
+    """`Trainer` with two CTC-specific changes, and `SkipNonFiniteSteps` (`.nonfinite_guard`) among its callbacks.
 
     - Evaluation returns greedy CTC ids instead of logits (far less memory), with frames that only exist because of
       batch padding set to -100, so WER/CER do not depend on how the clips were batched.
@@ -230,6 +279,8 @@ class CTCTrainer(Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False
+        self.nonfinite_guard = SkipNonFiniteSteps()
+        self.add_callback(self.nonfinite_guard)
 
     def prediction_step(
         self,
@@ -251,6 +302,30 @@ class CTCTrainer(Trainer):
             padded = positions[None, :] >= frames.to(predicted_ids.device)[:, None]
             predicted_ids = predicted_ids.masked_fill(padded, -100)
         return loss, predicted_ids, labels
+
+
+class SkipNonFiniteSteps(TrainerCallback):
+    """A non-finite (NaN or inf) gradient never reaches the weights: its step is skipped (the gradients dropped, so the
+    optimizer has nothing to apply) and counted in `skipped`; `MAX_NONFINITE_STEPS_IN_A_ROW` in a row stop training.
+    (Under fp16 the GradScaler skips such steps itself; they are counted here too.)"""
+
+    def __init__(self) -> None:
+        self.skipped = self.in_a_row = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads or torch.stack([g.isfinite().all() for g in grads]).all():  # one device sync
+            self.in_a_row = 0
+            return
+        model.zero_grad(set_to_none=True)
+        self.skipped += 1
+        self.in_a_row += 1
+        logger.warning("Step %d skipped: non-finite gradient", state.global_step + 1)
+        if self.in_a_row >= MAX_NONFINITE_STEPS_IN_A_ROW:
+            raise RuntimeError(
+                f"{self.in_a_row} steps in a row had a non-finite (NaN or inf) gradient; each was skipped, so the "
+                "weights are unharmed. Lower --learning_rate or --max_grad_norm, or use --bf16 instead of --fp16."
+            )
 
 
 def load_split(data_args: DataTrainingArguments, split: str, cache_dir: str | None) -> datasets.Dataset | None:
@@ -439,6 +514,19 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         parser.error("give --dataset_name (a Hub dataset) or --data_dir (a local audiofolder)")
     if not given & {"do_train", "do_eval", "do_predict"}:  # (--eval_strategy alone sets do_eval)
         training_args.do_train = training_args.do_eval = training_args.do_predict = True
+    for error in numeric_option_errors(NUMERIC_OPTIONS, model_args, data_args, training_args):
+        parser.error(error)
+    if data_args.min_duration_in_seconds > data_args.max_duration_in_seconds:
+        parser.error("--min_duration_in_seconds is above --max_duration_in_seconds: every clip would be dropped")
+    resume = training_args.resume_from_checkpoint
+    if resume == "latest":  # as in train_distill.py; no checkpoint yet: start from scratch
+        output_dir = training_args.output_dir
+        resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        training_args.resume_from_checkpoint = resume
+    if resume and model_args.overwrite_output_dir:
+        parser.error("--overwrite_output_dir deletes the run that --resume_from_checkpoint would continue: pass one")
+    if resume and not os.path.isdir(resume):
+        parser.error(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
 
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
@@ -452,7 +540,19 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)
-    os.makedirs(training_args.output_dir, exist_ok=True)
+    # Before any data is read: an unwritable --output_dir, or training into one that holds another run, ends here.
+    with training_args.main_process_first(desc="checking the output folder"):
+        previous_run = check_output_dir(
+            training_args.output_dir,
+            RUN_FILES if training_args.do_train else (),
+            model_args.overwrite_output_dir,
+            bool(resume),
+        )
+        if previous_run and model_args.overwrite_output_dir and training_args.process_index == 0:
+            logger.warning("--overwrite_output_dir: deleting the previous run in %s", training_args.output_dir)
+            remove_previous_run(previous_run)
+    if data_args.dataset_name is None:
+        check_data_dir(data_args.data_dir)
     source = f"{data_args.dataset_name or 'audiofolder'} (data_dir={data_args.data_dir})"
     print(f"Data: {source}; model: {model_args.model_name_or_path}; output: {training_args.output_dir}")
 
@@ -554,21 +654,18 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     if model_args.freeze_feature_encoder:
         model.freeze_feature_encoder()
 
-    # 4. Decode the audio (16 kHz mono: other rates are resampled, channels averaged), extract features, tokenise.
+    # 4. Decode the audio (audio_io: 16 kHz mono, other rates resampled, channels mixed), extract features, tokenise.
     # Unreadable files are logged and dropped, then clips too short for the model or outside the duration bounds.
     sampling_rate = feature_extractor.sampling_rate
     length_column = training_args.length_column_name
-    audio = Audio(sampling_rate=sampling_rate, num_channels=1)
 
     def prepare(example: dict[str, Any]) -> dict[str, Any]:
         try:
-            array = np.asarray(audio.decode_example(example[data_args.audio_column_name])["array"], dtype=np.float32)
-        except Exception as err:  # corrupt or unsupported file
-            logger.warning("Skipping unreadable audio %s: %s", example[data_args.audio_column_name].get("path"), err)
+            array = load_audio(example[data_args.audio_column_name], sampling_rate)
+        except AudioDecodingError as err:  # missing, corrupt, unsupported or non-finite audio
+            logger.warning("Skipping unreadable audio: %s", err)
             empty = np.zeros(0, dtype=np.float32)
             return {"input_values": empty, "labels": [], length_column: -1, "target_text": example["target_text"]}
-        if array.ndim > 1:
-            array = array.mean(axis=tuple(range(array.ndim - 1)))
         return {
             "input_values": feature_extractor(array, sampling_rate=sampling_rate).input_values[0],
             "labels": tokenizer(example["target_text"]).input_ids,
@@ -656,8 +753,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     results: dict[str, float] = {"vocab_size": len(tokenizer)}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise RuntimeError("The fine-tuned weights are not finite (NaN or inf): not saved.")
         trainer.save_model()
         metrics = {**train_result.metrics, **{k: v for k, v in stats.items() if k.startswith("train_")}}
+        metrics["train_skipped_nonfinite_steps"] = trainer.nonfinite_guard.skipped
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

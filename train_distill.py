@@ -33,12 +33,29 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor, get_scheduler
 
+from audio_io import SAMPLING_RATE, AudioDecodingError, load_audio
 from modeling_distilxlsr import DistilXLSRFeatureEncoder, DistilXLSRModel, min_samples_for_frames
+from run_checks import (
+    BETA,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SEED,
+    check_data_dir,
+    check_output_dir,
+    numeric_option_errors,
+    remove_previous_run,
+)
 
 logger = logging.getLogger("train_distill")
 
-SAMPLING_RATE = 16_000
 CHECKPOINT_PREFIX = "checkpoint-"
+# What a run leaves in --output_dir; a new run into a folder holding any of these is refused (see check_output_dir).
+RUN_FILES = ("model.safetensors", "distill_results.json", f"checkpoints/{CHECKPOINT_PREFIX}*[0-9]")  # not .tmp
+# A run stops with an error after this many optimizer steps in a row with a non-finite loss or gradient (each one
+# skipped), or this many batches in a row without a usable clip (all unreadable or too short).
+MAX_NONFINITE_STEPS_IN_A_ROW = 25
+MAX_BATCHES_WITHOUT_AUDIO_IN_A_ROW = 50
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", required=True, help="Where the student, card, results and checkpoints go.")
+    train.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Delete the run already in --output_dir (its student, results and checkpoints) and start afresh. "
+        "Without it (or --resume_from_checkpoint), such a folder is refused.",
+    )
     train.add_argument("--max_train_steps", type=int, default=200_000, help="Optimizer steps (default: %(default)s).")
     train.add_argument("--per_device_train_batch_size", type=int, default=24, help="Clips per device and step.")
     train.add_argument("--per_device_eval_batch_size", type=int, default=8)
@@ -141,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Accelerate trackers, comma-separated (tensorboard, wandb, ...), or 'none'.",
     )
     monitor.add_argument("--checkpointing_steps", type=int, default=5000, help="Save the training state every N steps.")
-    monitor.add_argument("--save_total_limit", type=int, default=2, help="Checkpoints kept (oldest deleted).")
+    monitor.add_argument("--save_total_limit", type=int, default=2, help="Checkpoints kept (oldest deleted; 0: all).")
     monitor.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint directory.")
     monitor.add_argument(
         "--max_steps_this_run",
@@ -159,12 +182,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What each numeric flag must be (and finite); checked when parsed, so that a typo costs no run.
+NUMERIC_FLAGS = {
+    "student_num_hidden_layers": POSITIVE,
+    "validation_split_percentage": (lambda v: 0 < v < 100, "between 0 and 100 (exclusive)"),
+    "max_eval_samples": POSITIVE,
+    "max_duration_in_seconds": POSITIVE,
+    "min_duration_in_seconds": NON_NEGATIVE,
+    "dataloader_num_workers": NON_NEGATIVE,
+    "shuffle_buffer_size": POSITIVE,
+    "max_train_steps": POSITIVE,
+    "per_device_train_batch_size": POSITIVE,
+    "per_device_eval_batch_size": POSITIVE,
+    "gradient_accumulation_steps": POSITIVE,
+    "learning_rate": POSITIVE,
+    "adam_beta1": BETA,
+    "adam_beta2": BETA,
+    "adam_epsilon": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "warmup_ratio": PROBABILITY,
+    "max_grad_norm": POSITIVE,
+    "cosine_weight": NON_NEGATIVE,
+    "seed": SEED,
+    "logging_steps": POSITIVE,
+    "eval_steps": POSITIVE,
+    "checkpointing_steps": POSITIVE,
+    "save_total_limit": NON_NEGATIVE,
+    "max_steps_this_run": POSITIVE,
+}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.teacher_layers = parse_teacher_layers(args.teacher_layers)
+    for error in numeric_option_errors(NUMERIC_FLAGS, args):
+        parser.error(error)
+    if args.min_duration_in_seconds > args.max_duration_in_seconds:
+        parser.error("--min_duration_in_seconds is above --max_duration_in_seconds: every crop would be dropped")
+    try:
+        args.teacher_layers = parse_teacher_layers(args.teacher_layers)
+    except ValueError as error:
+        parser.error(str(error))
     if (args.dataset_name is None) == (args.data_dir is None):
         parser.error("give exactly one of --dataset_name and --data_dir")
+    if args.overwrite_output_dir and args.resume_from_checkpoint:
+        parser.error("--overwrite_output_dir deletes the run that --resume_from_checkpoint would continue: pass one")
+    if args.resume_from_checkpoint not in (None, "latest") and not Path(args.resume_from_checkpoint).is_dir():
+        parser.error(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no such checkpoint folder")
     if args.push_to_hub and args.hub_model_id is None:
         args.hub_model_id = Path(args.output_dir).name
     return args
@@ -172,9 +236,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def parse_teacher_layers(text: str | Sequence[int]) -> list[int]:
     """'4,12' -> [4, 12]; layers are the teacher's 1-based transformer layers, 0 (the conv features) is refused."""
-    layers = [int(x) for x in text.split(",")] if isinstance(text, str) else [int(x) for x in text]
+    try:
+        layers = [int(x) for x in text.split(",")] if isinstance(text, str) else [int(x) for x in text]
+    except ValueError:
+        layers = []
     if not layers or any(layer < 1 for layer in layers):
-        raise ValueError(f"--teacher_layers must be transformer layers numbered from 1, got {layers}.")
+        raise ValueError(
+            f"argument --teacher_layers: expects comma-separated teacher layers numbered from 1 (e.g. 4,12), got {text!r}"
+        )
     return sorted(set(layers))
 
 
@@ -293,15 +362,6 @@ def distillation_forward(
 # Data
 
 
-def decode_audio(audio: dict) -> np.ndarray:
-    """16 kHz mono float32 from a datasets `Audio(decode=False)` value (path and/or bytes); raises on corrupt audio."""
-    from torchcodec.decoders import AudioDecoder
-
-    source = audio.get("bytes") or audio["path"]
-    samples = AudioDecoder(source, sample_rate=SAMPLING_RATE, num_channels=1).get_all_samples()
-    return samples.data[0].numpy()
-
-
 def crop(array: np.ndarray, max_samples: int, rng: random.Random | None) -> np.ndarray:
     """A random window of at most `max_samples` (the start of the clip when `rng` is None: evaluation)."""
     if len(array) <= max_samples:
@@ -351,9 +411,9 @@ class StreamingAudioClips(ClipCropping, torch.utils.data.IterableDataset):
 def load_clip(audio: dict, max_samples: int, rng: random.Random | None) -> dict:
     name = audio.get("path") or "<bytes>"
     try:
-        return {"array": crop(decode_audio(audio), max_samples, rng), "name": name}
-    except Exception as error:  # corrupt or unreadable audio must not end a long run
-        logger.warning("Skipping unreadable audio %s: %s", name, error)
+        return {"array": crop(load_audio(audio), max_samples, rng), "name": name}
+    except AudioDecodingError as error:  # corrupt, unreadable or non-finite audio must not end a long run
+        logger.warning("Skipping unreadable audio: %s", error)
         return {"array": None, "name": name}
 
 
@@ -370,8 +430,8 @@ class DistillationCollator:
         too_short = len(readable) - len(arrays)
         # A batch with nothing left still runs (with zero weight), so all processes step together.
         empty = not arrays
-        if empty:
-            arrays = [np.zeros(self.min_samples, dtype=np.float32)]
+        if empty:  # (at most a second: enough for any front end, however long --min_duration_in_seconds is)
+            arrays = [np.zeros(min(self.min_samples, SAMPLING_RATE), dtype=np.float32)]
         batch = self.feature_extractor(
             arrays, sampling_rate=SAMPLING_RATE, padding=True, return_attention_mask=True, return_tensors="pt"
         )
@@ -492,6 +552,14 @@ def evaluate(student, teacher, eval_loader, accelerator, args) -> dict:
     return metrics
 
 
+def no_usable_audio_message(state: dict, where: str) -> str:
+    return (
+        f"No usable training audio in {where}: {state['unreadable']} clips unreadable (missing, corrupt or non-finite"
+        f" audio), {state['too_short']} too short so far. Check --data_dir / --dataset_name, --audio_column_name and"
+        " --min_duration_in_seconds; the log names each unreadable file."
+    )
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (an interrupted save leaves only a `.tmp` folder, never listed)."""
     checkpoints = [p for p in (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*") if p.suffix != ".tmp"]
@@ -595,6 +663,13 @@ Fine-tune for speech recognition with `finetune_ctc.py --model_name_or_path {arg
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    # Before anything is loaded: an unwritable folder, or one holding another run, ends the run here.
+    resuming = args.resume_from_checkpoint is not None and (
+        args.resume_from_checkpoint != "latest" or bool(list_checkpoints(output_dir))
+    )
+    previous_run = check_output_dir(output_dir, RUN_FILES, args.overwrite_output_dir, resuming)
+    if args.data_dir is not None:
+        check_data_dir(args.data_dir)
     # Fail on a bad --teacher_layers before any weights or data are loaded.
     teacher_config = AutoConfig.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
     check_teacher_layers(teacher_config, args.teacher_layers)
@@ -609,6 +684,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logger.setLevel(logging.ERROR)
+    if previous_run and args.overwrite_output_dir and accelerator.is_main_process:
+        logger.warning("--overwrite_output_dir: deleting the previous run in %s", output_dir)
+        remove_previous_run(previous_run)
+    accelerator.wait_for_everyone()
     set_seed(args.seed)
 
     # Teacher and student
@@ -706,7 +785,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
     raw_student = accelerator.unwrap_model(student)
 
-    state = dict(step=0, epoch=0, batches_in_epoch=0, audio_seconds=0.0, unreadable=0, too_short=0, log_history=[])
+    state = dict(step=0, epoch=0, batches_in_epoch=0, audio_seconds=0.0, unreadable=0, too_short=0, nonfinite_steps=0)
+    state["log_history"] = []
     if args.resume_from_checkpoint:
         checkpoint = args.resume_from_checkpoint
         if checkpoint == "latest":
@@ -716,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             logger.info("No checkpoint in %s: starting from scratch", output_dir / "checkpoints")
         else:
             accelerator.load_state(str(checkpoint))
-            state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+            state = {"nonfinite_steps": 0, **json.loads((Path(checkpoint) / "trainer_state.json").read_text())}
             logger.info("Resumed from %s at step %d", checkpoint, state["step"])
     if report_to:
         accelerator.init_trackers("distilxlsr", config={k: str(v) for k, v in vars(args).items()})
@@ -757,6 +837,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     started, steps_this_run = time.time(), 0
     running = torch.zeros(1 + 2 * len(args.teacher_layers), device=accelerator.device)
     running_batches = 0
+    nonfinite_in_a_row = batches_without_audio = 0
     batches = train_batches()
     while state["step"] < args.max_train_steps:
         batch = {key: value.to(accelerator.device) for key, value in next(batches).items()}
@@ -770,9 +851,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 args.cosine_weight,
             )
             accelerator.backward(loss * batch["weight"])
+            finite = True
             if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            optimizer.step()
+                grad_norm = accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+                # The norm of the reduced gradients: every process makes the same choice.
+                finite = grad_norm is None or bool(torch.isfinite(grad_norm))
+            if finite or accelerator.scaler is not None:  # (fp16's GradScaler skips such a step itself)
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
         counters = accelerator.reduce(
@@ -784,10 +869,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         state["audio_seconds"] += counters[0].item()
         state["unreadable"] += int(counters[1].item())
         state["too_short"] += int(counters[2].item())
-        running += torch.cat([loss.detach()[None], l1, cosine]) * batch["weight"].to(accelerator.device)
-        running_batches += batch["weight"].item()
+        batches_without_audio = batches_without_audio + 1 if counters[0].item() == 0 else 0
+        if batches_without_audio >= MAX_BATCHES_WITHOUT_AUDIO_IN_A_ROW:
+            raise ValueError(no_usable_audio_message(state, f"the last {batches_without_audio} batches"))
+        if torch.isfinite(loss):
+            running += torch.cat([loss.detach()[None], l1, cosine]) * batch["weight"].to(accelerator.device)
+            running_batches += batch["weight"].item()
         if not accelerator.sync_gradients:
             continue
+        nonfinite_in_a_row = 0 if finite else nonfinite_in_a_row + 1
+        if not finite:
+            state["nonfinite_steps"] += 1
+            logger.warning("Step %d skipped: non-finite loss or gradient", state["step"] + 1)
+        if nonfinite_in_a_row >= MAX_NONFINITE_STEPS_IN_A_ROW:
+            raise RuntimeError(
+                f"{nonfinite_in_a_row} steps in a row had a non-finite (NaN or inf) loss or gradient; each was skipped, "
+                "so the weights are unharmed. Lower --learning_rate or --max_grad_norm, or try --mixed_precision bf16 "
+                "instead of fp16."
+            )
 
         state["step"] += 1
         steps_this_run += 1
@@ -834,6 +933,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     # Outputs: the student (remote code), its feature extractor, results and a model card
     elapsed = time.time() - started
     accelerator.wait_for_everyone()
+    if state["audio_seconds"] == 0:
+        raise ValueError(no_usable_audio_message(state, "the whole run") + " No student was saved.")
+    if not all(torch.isfinite(p).all() for p in raw_student.parameters()):
+        raise RuntimeError("The student's weights are not finite (NaN or inf): not saved.")
     raw_student.config.apply_spec_augment = spec_augment
     results = {
         "teacher": args.teacher_name_or_path,
@@ -852,6 +955,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "audio_hours_seen": state["audio_seconds"] / 3600,
         "skipped_unreadable_clips": state["unreadable"],
         "dropped_too_short_clips": state["too_short"],
+        "skipped_nonfinite_steps": state["nonfinite_steps"],
         "initial_eval": state.get("initial_eval"),
         "final_eval": state["last_eval"],
         "train_seconds_this_run": elapsed,

@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers import TrainingArguments, Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
+import finetune_ctc
 from configuration_distilxlsr import DistilXLSRConfig
 from finetune_ctc import (
     CTCTrainer,
@@ -245,6 +246,116 @@ def test_ctc_trainer_masks_padded_frames_and_scales_loss_for_accumulation(tmp_pa
     assert torch.equal(labels, batch["labels"]) and loss.ndim == 0
 
 
+def test_ctc_trainer_skips_steps_with_non_finite_gradients(tmp_path, monkeypatch):
+    def rows(poisoned):
+        generator = torch.Generator().manual_seed(0)
+        data = [
+            {"input_values": torch.randn(4000, generator=generator), "labels": torch.tensor([1, 2])} for _ in range(4)
+        ]
+        for index in poisoned:
+            data[index]["input_values"][100] = float("nan")
+        return data
+
+    def collate(features):
+        return {key: torch.stack([feature[key] for feature in features]) for key in ("input_values", "labels")}
+
+    def trainer(model, data, max_steps):
+        args = TrainingArguments(
+            output_dir=str(tmp_path), report_to="none", max_steps=max_steps, per_device_train_batch_size=1,
+            learning_rate=1e-3, save_strategy="no", disable_tqdm=True, logging_steps=1,
+        )  # fmt: skip
+        return CTCTrainer(model=model, args=args, train_dataset=data, data_collator=collate)
+
+    model = small_ctc_model(ctc_zero_infinity=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    guarded = trainer(model, rows(poisoned=[2]), max_steps=4)
+    guarded.train()
+    assert guarded.nonfinite_guard.skipped == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not torch.equal(before["lm_head.weight"], model.lm_head.weight)  # the finite steps did train
+
+    monkeypatch.setattr(finetune_ctc, "MAX_NONFINITE_STEPS_IN_A_ROW", 2)
+    model = small_ctc_model(ctc_zero_infinity=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="2 steps in a row had a non-finite"):
+        trainer(model, rows(poisoned=range(4)), max_steps=4).train()
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())  # never reached the weights
+
+
+def run_main_expecting_usage_error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be > 0, got 0"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be > 0"),
+        (["--eval_strategy", "steps", "--eval_steps", "-2"], "--eval_steps must be > 0"),  # (0: --logging_steps)
+        (["--save_steps", "0"], "--save_steps must be > 0"),
+        (["--max_steps", "0"], "--max_steps must be > 0 (or -1"),
+        (["--learning_rate", "-1"], "--learning_rate must be > 0"),
+        (["--learning_rate", "nan"], "--learning_rate must be > 0, got nan"),
+        (["--mask_time_prob", "1.5"], "--mask_time_prob must be in [0, 1]"),
+        (["--hidden_dropout", "-0.1"], "--hidden_dropout must be in [0, 1]"),
+        (["--mask_time_length", "0"], "--mask_time_length must be > 0"),
+        (["--max_train_samples", "0"], "--max_train_samples must be > 0"),
+        (["--max_duration_in_seconds", "0"], "--max_duration_in_seconds must be > 0"),
+        (["--min_duration_in_seconds", "30"], "--min_duration_in_seconds is above --max_duration_in_seconds"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+        (["--adam_beta1", "2"], "--adam_beta1 must be in [0, 1)"),
+        (["--overwrite_output_dir", "--resume_from_checkpoint", "x"], "pass one"),
+        (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
+    ],
+)
+def test_impossible_option_values_are_usage_errors_naming_the_option(tmp_path, flags, message, capsys, monkeypatch):
+    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    args = ["--model_name_or_path", "m", "--data_dir", "d", *common_args(tmp_path / "out", tmp_path / "cache"), *flags]
+    assert message in run_main_expecting_usage_error(args, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_numeric_option_of_the_scripts_dataclasses_has_a_rule():
+    import dataclasses
+
+    numeric = {
+        field.name
+        for arguments in (finetune_ctc.ModelArguments, finetune_ctc.DataTrainingArguments)
+        for field in dataclasses.fields(arguments)
+        if field.type in (int, float, "int", "float", int | None, float | None, "int | None", "float | None")
+    }
+    assert numeric and numeric <= set(finetune_ctc.NUMERIC_OPTIONS), numeric - set(finetune_ctc.NUMERIC_OPTIONS)
+
+
+@pytest.mark.parametrize("report_to", ["none", "tensorboard"])
+def test_an_unwritable_output_dir_fails_before_any_data_is_read(tmp_path, report_to, monkeypatch):
+    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    (tmp_path / "a-file").write_text("not a folder")
+    # (The tests run as root, whom permission bits do not stop: a file in the way and /sys stand in for them.)
+    for output_dir, message in (
+        (tmp_path / "a-file", "is a file, not a folder"),
+        (tmp_path / "a-file" / "out", "cannot be written"),
+        (Path("/sys/distilxlsr-test-out"), "cannot be written"),
+    ):
+        args = ["--model_name_or_path", "m", "--data_dir", "d", *common_args(output_dir, tmp_path / "cache")]
+        args[args.index("--report_to") + 1] = report_to
+        with pytest.raises(ValueError, match=f"--output_dir {output_dir} {message}"):
+            main(args)
+
+
+def test_a_missing_or_empty_data_dir_fails_before_any_data_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    args = ["--model_name_or_path", "m", *common_args(tmp_path / "out", tmp_path / "cache")]
+    with pytest.raises(ValueError, match="--data_dir .*no-corpus: no such folder"):
+        main([*args, "--data_dir", str(tmp_path / "no-corpus")])
+    write_split(tmp_path / "corpus" / "train", [])  # a header alone: datasets fails with an IndexError
+    with pytest.raises(ValueError, match="train/metadata.csv lists no clip"):
+        main([*args, "--data_dir", str(tmp_path / "corpus")])
+
+
 def test_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -254,6 +365,7 @@ def test_help_lists_the_flags(capsys):
         "--model_name_or_path", "--dataset_name", "--data_dir", "--text_column_name", "--chars_to_ignore",
         "--freeze_feature_encoder", "--no_freeze_feature_encoder", "--mask_time_prob", "--max_duration_in_seconds",
         "--model_card_note", "--max_steps", "--eval_strategy", "--train_sampling_strategy", "--push_to_hub",
+        "--overwrite_output_dir",
     ):  # fmt: skip
         assert flag in help_text, flag
     assert "sentence" in help_text  # Common Voice's transcript column is documented
@@ -334,6 +446,18 @@ def test_e2e_model_card(e2e_run):
         assert "synthetic" in card.text
 
 
+def test_a_folder_holding_a_trained_model_is_refused_before_any_data_is_read(e2e_run, monkeypatch):
+    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    output_dir = e2e_run["output_dir"]
+    model = (output_dir / "model.safetensors").read_bytes()
+    args = ["--model_name_or_path", str(e2e_run["student"]), "--data_dir", str(e2e_run["data_dir"]), "--max_steps", "1",
+            *common_args(output_dir, e2e_run["root"] / "cache")]  # fmt: skip
+    for extra in ([], ["--resume_from_checkpoint", "latest"]):  # 'latest' without a checkpoint would start afresh
+        with pytest.raises(ValueError, match="already holds a run .*--resume_from_checkpoint.*--overwrite_output_dir"):
+            main([*args, *extra])
+    assert (output_dir / "model.safetensors").read_bytes() == model
+
+
 def test_e2e_pipeline_in_a_fresh_process(e2e_run, tmp_path):
     """The output directory alone (remote code, no project on sys.path) transcribes a wav path and an array."""
     wav = next((e2e_run["data_dir"] / "test").glob("*.wav"))
@@ -377,8 +501,14 @@ def test_bad_input_is_filtered_counted_or_converted(tmp_path, capsys):
                     "sine", "440"], check=True)  # fmt: skip
     (train / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 10)
     synthesize(train / "stereo8k.wav", "A estrela brilhou.", rate=8000, channels=2)
+    # a float WAV holding one NaN sample: it used to turn the weights into NaN
+    import soundfile
+
+    speech, rate = soundfile.read(train / "train_002.wav", dtype="float32")
+    speech[len(speech) // 2] = np.nan
+    soundfile.write(train / "nan.wav", speech, rate, subtype="FLOAT")
     rows += [("empty.wav", ""), ("punctuation.wav", "?! …"), ("short.wav", "sim"), ("corrupt.wav", "não"),
-             ("stereo8k.wav", "A estrela brilhou.")]  # fmt: skip
+             ("stereo8k.wav", "A estrela brilhou."), ("nan.wav", "Onde está o chapéu do pai?")]  # fmt: skip
     write_split(train, rows)
     # validation: a stereo 8 kHz clip, and a transcript with characters never seen in training
     synthesize(validation / "stereo8k.wav", "Quem brilhou?", rate=8000, channels=2)
@@ -395,7 +525,11 @@ def test_bad_input_is_filtered_counted_or_converted(tmp_path, capsys):
     saved = json.loads((output_dir / "all_results.json").read_text())
     assert saved["train_filtered_empty_transcript"] == 2
     assert saved["train_filtered_too_short"] == 1
-    assert saved["train_filtered_unreadable_audio"] == 1
+    assert saved["train_filtered_unreadable_audio"] == 2  # the corrupt and the NaN clip
+    assert saved["train_skipped_nonfinite_steps"] == 0
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(tensor).all() for tensor in load_file(output_dir / "model.safetensors").values())
     assert saved["train_samples"] == 6 + 1  # the stereo 8 kHz clip is converted and kept
     assert saved["eval_samples"] == 2 + 2 and saved["eval_filtered_too_short"] == 0
     assert "eval_wer" in saved and "test_wer" not in saved  # no test split: not scored, no crash
@@ -456,11 +590,16 @@ def test_teacher_checkpoint_fine_tunes_too(e2e_run, tmp_path):
 
     teacher = make_stand_in_teacher(tmp_path / "teacher", size="tiny")
     output_dir = tmp_path / "out"
+    # ...into a folder holding an older run: --overwrite_output_dir deletes it first, so its checkpoint can neither
+    # be resumed as this run's nor make the Trainer's --save_total_limit delete this run's own.
+    shutil.copytree(e2e_run["output_dir"], output_dir)
+    (output_dir / "checkpoint-500").mkdir()
     results = main(
         ["--model_name_or_path", str(teacher), "--data_dir", str(e2e_run["data_dir"]), "--do_train", "--do_eval",
          "--max_steps", "1", "--per_device_train_batch_size", "2", "--max_train_samples", "4",
-         *common_args(output_dir, tmp_path / "cache")]
+         "--overwrite_output_dir", *common_args(output_dir, tmp_path / "cache")]
     )  # fmt: skip
+    assert not (output_dir / "checkpoint-500").exists() and not (output_dir / "test_results.json").exists()
     assert "eval_wer" in results and "test_wer" not in results
     config = json.loads((output_dir / "config.json").read_text())
     assert config["architectures"] == ["Wav2Vec2ForCTC"] and "auto_map" not in config

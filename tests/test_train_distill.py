@@ -134,12 +134,91 @@ def test_loss_falls_on_a_fixed_batch(tiny_teacher, audio, share_front_end):
     assert cosines[-1] > cosines[0] + 0.2, cosines
 
 
-@pytest.mark.parametrize("layers", ["0,12", "4,13"])
-def test_bad_teacher_layer_fails_before_loading_data_or_weights(teacher_dir, tmp_path, layers, monkeypatch):
+@pytest.mark.parametrize("layers", ["0,12", "4,twelve", "", "4,13"])
+def test_bad_teacher_layer_fails_before_loading_data_or_weights(teacher_dir, tmp_path, layers, monkeypatch, capsys):
     monkeypatch.setattr(train_distill, "load_audio_datasets", lambda *a: pytest.fail("data was loaded"))
     monkeypatch.setattr(train_distill.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
-    with pytest.raises(ValueError, match="teacher"):
-        main(run_args(teacher_dir, tmp_path / "missing-corpus", tmp_path / "out", "--teacher_layers", layers))
+    args = run_args(teacher_dir, tmp_path / "missing-corpus", tmp_path / "out", "--teacher_layers", layers)
+    if layers == "4,13":  # beyond the teacher's depth: known once its config is read
+        with pytest.raises(ValueError, match="teacher has only 12 layers"):
+            main(args)
+        return
+    with pytest.raises(SystemExit) as exit_info:  # an argparse error naming the flag and what it expects
+        main(args)
+    assert exit_info.value.code == 2
+    assert "--teacher_layers: expects comma-separated teacher layers numbered from 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--eval_steps", "0"], "--eval_steps must be > 0, got 0"),
+        (["--logging_steps", "0"], "--logging_steps must be > 0"),
+        (["--checkpointing_steps", "-5"], "--checkpointing_steps must be > 0"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be > 0"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be > 0"),
+        (["--max_train_steps", "0"], "--max_train_steps must be > 0"),
+        (["--learning_rate", "nan"], "--learning_rate must be > 0, got nan"),
+        (["--max_grad_norm", "inf"], "--max_grad_norm must be > 0, got inf"),
+        (["--warmup_ratio", "7"], "--warmup_ratio must be in [0, 1]"),
+        (["--adam_beta2", "1"], "--adam_beta2 must be in [0, 1)"),
+        (["--validation_split_percentage", "0"], "--validation_split_percentage must be between 0 and 100"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+        (["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be >= 0"),
+        (["--max_duration_in_seconds", "0"], "--max_duration_in_seconds must be > 0"),
+        (["--min_duration_in_seconds", "3"], "--min_duration_in_seconds is above --max_duration_in_seconds"),
+        (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "pass one"),
+        (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
+    ],
+)
+def test_impossible_flag_values_are_argparse_errors_naming_the_flag(tmp_path, flags, message, capsys):
+    base = ["--data_dir", "d", "--output_dir", str(tmp_path), "--max_duration_in_seconds", "2"]
+    assert train_distill.parse_args(base).max_duration_in_seconds == 2  # valid on their own
+    with pytest.raises(SystemExit) as exit_info:
+        train_distill.parse_args([*base, *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_every_numeric_flag_has_a_rule():
+    numeric = {action.dest for action in train_distill.build_parser()._actions if action.type in (int, float)}
+    assert numeric == set(train_distill.NUMERIC_FLAGS)
+
+
+@pytest.mark.parametrize("report_to", ["none", "tensorboard"])
+def test_an_unwritable_output_dir_fails_before_anything_is_loaded(teacher_dir, tmp_path, report_to, monkeypatch):
+    monkeypatch.setattr(train_distill, "load_audio_datasets", lambda *a: pytest.fail("data was loaded"))
+    monkeypatch.setattr(train_distill.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("config loaded"))
+    (tmp_path / "a-file").write_text("not a folder")
+    # (The tests run as root, whom permission bits do not stop: a file in the way and /sys stand in for them.)
+    for output_dir, message in (
+        (tmp_path / "a-file", "is a file, not a folder"),
+        (tmp_path / "a-file" / "out", "cannot be written"),
+        (Path("/sys/distilxlsr-test-out"), "cannot be written"),
+    ):
+        args = run_args(teacher_dir, tmp_path / "corpus", output_dir, "--report_to", report_to)
+        with pytest.raises(ValueError, match=f"--output_dir {output_dir} {message}"):
+            main(args)
+
+
+def test_a_missing_or_empty_data_dir_fails_before_the_teacher_loads(teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_distill.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(ValueError, match="--data_dir .*no-corpus: no such folder"):
+        main(run_args(teacher_dir, tmp_path / "no-corpus", tmp_path / "out"))
+    (tmp_path / "corpus" / "train").mkdir(parents=True)
+    (tmp_path / "corpus" / "train" / "metadata.csv").write_text("file_name,transcription\n")  # datasets: IndexError
+    with pytest.raises(ValueError, match="train/metadata.csv lists no clip"):
+        main(run_args(teacher_dir, tmp_path / "corpus", tmp_path / "out"))
+
+
+def test_a_half_written_checkpoint_alone_is_not_a_run(tmp_path):
+    from run_checks import check_output_dir
+
+    (tmp_path / "checkpoints" / "checkpoint-3.tmp").mkdir(parents=True)  # a save killed before its rename
+    assert check_output_dir(tmp_path, train_distill.RUN_FILES, overwrite=False, resuming=False) == []
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir()
+    with pytest.raises(ValueError, match="already holds a run \\(checkpoints/checkpoint-2\\)"):
+        check_output_dir(tmp_path, train_distill.RUN_FILES, overwrite=False, resuming=False)
 
 
 def load_in_fresh_process(model_dir, cwd):
@@ -247,7 +326,13 @@ def test_a_crash_during_a_save_keeps_the_previous_checkpoint(teacher_dir, corpus
     assert results["steps"] == 4 and [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-4"]
 
 
-def test_corrupt_and_too_short_audio_are_skipped_and_counted(teacher_dir, corpus_dir, tmp_path):
+def saved_weights_are_finite(output_dir: Path) -> bool:
+    from safetensors.torch import load_file
+
+    return all(torch.isfinite(tensor).all() for tensor in load_file(output_dir / "model.safetensors").values())
+
+
+def test_corrupt_non_finite_and_too_short_audio_are_skipped_and_counted(teacher_dir, corpus_dir, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(corpus_dir, corpus)
     train = corpus / "train"
@@ -256,14 +341,90 @@ def test_corrupt_and_too_short_audio_are_skipped_and_counted(teacher_dir, corpus
     import soundfile
 
     soundfile.write(train / "tiny.wav", np.zeros(200, dtype=np.float32), 16000)  # shorter than the receptive field
+    # Float WAVs holding a NaN and an infinite sample: one such clip used to turn the student's weights into NaN.
+    noise = (0.1 * np.random.default_rng(0).standard_normal(24000)).astype(np.float32)
+    for name, bad in (("nan.wav", np.nan), ("inf.wav", -np.inf)):
+        noise[5000] = bad
+        soundfile.write(train / name, noise, 16000, subtype="FLOAT")
     with open(train / "metadata.csv", "a", encoding="utf-8") as metadata:
-        metadata.write("corrupt.wav,corrompido,spk99\ntiny.wav,curto,spk99\n")
-    # Batch 6 over 18 clips, 2 epochs: every clip is drawn twice.
+        metadata.write("corrupt.wav,corrompido,spk99\ntiny.wav,curto,spk99\nnan.wav,nan,spk99\ninf.wav,inf,spk99\n")
+    # Batch 5 over 20 clips, 2 epochs: every clip is drawn twice.
+    output_dir = tmp_path / "out"
     results = main(
-        run_args(teacher_dir, corpus, tmp_path / "out", "--max_train_steps", "6", "--per_device_train_batch_size", "6")
+        run_args(teacher_dir, corpus, output_dir, "--max_train_steps", "8", "--per_device_train_batch_size", "5")
     )
-    assert results["steps"] == 6
-    assert results["skipped_unreadable_clips"] == 2 and results["dropped_too_short_clips"] == 2
+    assert results["steps"] == 8 and results["skipped_nonfinite_steps"] == 0
+    assert results["skipped_unreadable_clips"] == 6 and results["dropped_too_short_clips"] == 2
+    assert saved_weights_are_finite(output_dir)
+    assert all(np.isfinite(entry["loss"]) for entry in results["log_history"] if "loss" in entry)
+
+
+def test_a_non_finite_loss_never_reaches_the_weights(teacher_dir, corpus_dir, tmp_path, monkeypatch):
+    original_forward = train_distill.distillation_forward
+    poisoned_calls = set()
+    training_calls = []
+
+    def poisoned_forward(*args, **kwargs):
+        loss, l1, cosine = original_forward(*args, **kwargs)
+        if torch.is_grad_enabled():  # a training step, not an evaluation
+            training_calls.append(1)
+            if len(training_calls) in poisoned_calls:
+                loss = loss * float("nan")
+        return loss, l1, cosine
+
+    monkeypatch.setattr(train_distill, "distillation_forward", poisoned_forward)
+    poisoned_calls.update({2, 3})
+    output_dir = tmp_path / "out"
+    results = main(run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "4"))
+    assert results["steps"] == 4 and results["skipped_nonfinite_steps"] == 2
+    assert saved_weights_are_finite(output_dir)
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in results["log_history"] if "loss" in e)
+
+    # Every step non-finite: a clear error after MAX_NONFINITE_STEPS_IN_A_ROW, and no student saved.
+    monkeypatch.setattr(train_distill, "MAX_NONFINITE_STEPS_IN_A_ROW", 3)
+    training_calls.clear()
+    poisoned_calls.update(range(1, 100))
+    with pytest.raises(RuntimeError, match="3 steps in a row had a non-finite"):
+        main(run_args(teacher_dir, corpus_dir, tmp_path / "nan", "--max_train_steps", "50"))
+    assert len(training_calls) == 3 and not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+def test_no_usable_training_audio_is_an_error_not_an_untrained_student(teacher_dir, corpus_dir, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    for wav in (corpus / "train").glob("*.wav"):
+        wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    # A short run ends with the error instead of saving the untrained student...
+    with pytest.raises(ValueError, match="No usable training audio in the whole run: 8 clips unreadable"):
+        main(run_args(teacher_dir, corpus, tmp_path / "short", "--max_train_steps", "2"))
+    assert not (tmp_path / "short" / "model.safetensors").exists()
+    # ... and a long one stops early; here every clip is too short for --min_duration_in_seconds.
+    monkeypatch.setattr(train_distill, "MAX_BATCHES_WITHOUT_AUDIO_IN_A_ROW", 3)
+    long_run = ["--max_train_steps", "1000", "--min_duration_in_seconds", "10", "--max_duration_in_seconds", "20"]
+    with pytest.raises(
+        ValueError, match="No usable training audio in the last 3 batches: 0 clips unreadable .*, 12 too"
+    ):
+        main(run_args(teacher_dir, corpus_dir, tmp_path / "long", *long_run))
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(teacher_dir, corpus_dir, tmp_path):
+    output_dir = tmp_path / "out"
+    schedule = ["--checkpointing_steps", "1", "--save_total_limit", "5"]
+    main(run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "3", *schedule))
+    assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    first_model = (output_dir / "model.safetensors").read_bytes()
+    again = run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "1", *schedule)
+    with pytest.raises(ValueError, match="already holds a run .*--resume_from_checkpoint.*--overwrite_output_dir"):
+        main(again)
+    assert (output_dir / "model.safetensors").read_bytes() == first_model  # untouched
+    # --overwrite_output_dir replaces the old run: none of its checkpoints can be deleted for, or resumed as, the new.
+    results = main([*again, "--overwrite_output_dir"])
+    assert results["steps"] == 1 and [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-1"]
+    assert json.loads((output_dir / "distill_results.json").read_text())["steps"] == 1
+    # 'latest' with no checkpoint to continue does not start afresh over a finished student either.
+    shutil.rmtree(output_dir / "checkpoints")
+    with pytest.raises(ValueError, match="already holds a run \\(model.safetensors"):
+        main([*again, "--resume_from_checkpoint", "latest"])
 
 
 def run_accelerate(num_processes, *args, cwd):
