@@ -237,3 +237,48 @@ def test_prediction_heads_start_as_s3prl_heads_do(tiny_teacher_config):
                 assert tensor.abs().max() <= bound
                 assert tensor.abs().max() > 0.8 * bound  # spread over the whole interval
             assert linear.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+
+
+@pytest.mark.parametrize("stable_layer_norm", [True, False], ids=["xlsr_pre_ln", "post_ln"])
+def test_teachers_last_layer_is_distilled_after_its_final_layer_norm(tiny_teacher_config, audio, stable_layer_norm):
+    """s3prl (and transformers 4) hand out a stable-layer-norm teacher's last layer after the encoder's final
+    LayerNorm; transformers 5's `hidden_states` hold it before. The targets follow s3prl."""
+    from train_distill import Teacher
+
+    tiny_teacher_config.do_stable_layer_norm = stable_layer_norm
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(tiny_teacher_config).eval()
+    with torch.no_grad():
+        model.encoder.layer_norm.weight.uniform_(0.5, 1.5)
+        outputs = model(audio[2], attention_mask=audio[3], output_hidden_states=True)
+    depth = tiny_teacher_config.num_hidden_layers
+    targets = Teacher(model, [4, depth])(audio[2], attention_mask=audio[3])
+    close = dict(atol=2e-5, rtol=1e-4)  # channels-last front end: rounding
+    torch.testing.assert_close(targets[0], outputs.hidden_states[4], **close)
+    torch.testing.assert_close(targets[1], outputs.last_hidden_state, **close)
+    if stable_layer_norm:  # what transformers 5 calls the last hidden state is not what it returns after the norm
+        assert not torch.allclose(outputs.hidden_states[depth], outputs.last_hidden_state, atol=0.1)
+
+
+def test_optimiser_defaults_are_s3prls(tiny_teacher):
+    """s3prl's distiller pre-training: gradient clipping 5.0 (config_runner.yaml), AdamW weight decay 0.01 on all but
+    biases (and, in intent, norms: s3prl/optimizers.py)."""
+    from train_distill import parameter_groups, parse_args
+
+    args = parse_args(["--teacher_name_or_path", "t", "--dataset_name", "d", "--output_dir", "o"])
+    assert args.max_grad_norm == 5.0 and args.weight_decay == 0.01
+    student = DistilXLSRModel.from_teacher(tiny_teacher, num_hidden_layers=2, teacher_layers=(4, 12))
+    student.freeze_feature_encoder()
+    decay, no_decay = parameter_groups(student, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in student.named_parameters()}
+    decayed, exempt = {names[id(p)] for p in decay["params"]}, {names[id(p)] for p in no_decay["params"]}
+    trained = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert decayed | exempt == trained and not decayed & exempt  # frozen front end: in neither group
+    assert all(not n.endswith("bias") and "layer_norm" not in n for n in decayed)
+    assert {"encoder.layers.0.attention.q_proj.weight", "prediction_heads.0.dense.weight"} <= decayed
+    assert {
+        "encoder.layer_norm.weight",
+        "encoder.layers.1.final_layer_norm.weight",
+        "feature_projection.layer_norm.weight",
+    } <= exempt
