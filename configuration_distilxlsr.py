@@ -19,6 +19,7 @@ TEACHER_ARCHITECTURE_FIELDS = (
     "conv_stride",
     "conv_bias",
     "feat_extract_norm",
+    "feat_proj_layer_norm",
     "feat_extract_activation",
     "do_stable_layer_norm",
     "num_conv_pos_embeddings",
@@ -43,6 +44,9 @@ class DistilXLSRConfig(Wav2Vec2Config):
             The teacher this student is distilled from; recorded for model cards and for `train_distill.py`.
         prediction_head_inter_dim (`int`, *optional*):
             Width of the hidden layer inside each prediction head. Defaults to `hidden_size`.
+        feat_proj_layer_norm (`bool`, *optional*, defaults to `True`):
+            Whether the conv features pass through a LayerNorm before the feature projection, as in wav2vec2 and
+            HuBERT. `False` is s3prl's distiller (DistilHuBERT), the same switch as transformers' `HubertConfig`.
         kwargs:
             Any [`~transformers.Wav2Vec2Config`] field (`hidden_size`, `num_hidden_layers`, `conv_dim`, the dropouts,
             SpecAugment masking, `vocab_size`, `pad_token_id`, `ctc_loss_reduction`, `ctc_zero_infinity`, ...).
@@ -75,6 +79,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
     teacher_hidden_size: int | None = None
     teacher_name_or_path: str | None = "facebook/wav2vec2-large-xlsr-53"
     prediction_head_inter_dim: int | None = None
+    feat_proj_layer_norm: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.teacher_layers = [int(layer) for layer in self.teacher_layers]
@@ -115,11 +120,6 @@ class DistilXLSRConfig(Wav2Vec2Config):
         architecture = {
             name: getattr(teacher_config, name) for name in TEACHER_ARCHITECTURE_FIELDS if hasattr(teacher_config, name)
         }
-        if getattr(teacher_config, "feat_proj_layer_norm", True) is False:
-            raise ValueError(
-                "The teacher's feature projection has no LayerNorm (feat_proj_layer_norm=False); DistilXLSR's student "
-                "uses wav2vec2's projection, which has one."
-            )
         kwargs = {
             **architecture,
             "num_hidden_layers": num_hidden_layers,

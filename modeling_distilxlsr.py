@@ -128,14 +128,32 @@ class DistilXLSRFeatureEncoder(Wav2Vec2FeatureEncoder):
         return hidden_states.transpose(1, 2)  # a view: the caller's transpose back to channels-last is free
 
 
+class DistilXLSRFeatureProjection(Wav2Vec2FeatureProjection):
+    """wav2vec2's feature projection; without its LayerNorm when `config.feat_proj_layer_norm` is False (s3prl's
+    distiller, transformers' HuBERT switch)."""
+
+    def __init__(self, config: DistilXLSRConfig):
+        super().__init__(config)
+        if not config.feat_proj_layer_norm:
+            self.layer_norm = nn.Identity()
+
+
+class DistilXLSRPredictionLinear(nn.Linear):
+    """A prediction head's Linear: PyTorch's default init (as s3prl's distiller), not wav2vec2's normal(0, 0.02)."""
+
+
 class DistilXLSRPredictionHead(nn.Module):
-    """Predicts one teacher layer from the student's last hidden state: Linear -> GELU -> Linear (s3prl's distiller)."""
+    """
+    Predicts one teacher layer from the student's last hidden state: Linear -> GELU -> Linear. s3prl's distiller packs
+    the heads of all its teacher layers into one `Linear(D, inter * N) -> GELU -> SplitLinear(inter, N, final_dim)`;
+    head `i` here is exactly slice `i` of it (convert_s3prl_checkpoint.py).
+    """
 
     def __init__(self, config: DistilXLSRConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.prediction_head_inter_dim)
+        self.dense = DistilXLSRPredictionLinear(config.hidden_size, config.prediction_head_inter_dim)
         self.activation = ACT2FN["gelu"]
-        self.output = nn.Linear(config.prediction_head_inter_dim, config.teacher_hidden_size)
+        self.output = DistilXLSRPredictionLinear(config.prediction_head_inter_dim, config.teacher_hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.output(self.activation(self.dense(hidden_states)))
@@ -152,12 +170,12 @@ class DistilXLSRPreTrainedModel(Wav2Vec2PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, DistilXLSRModel) and module.masked_spec_embed is not None:
             init.uniform_(module.masked_spec_embed)
-        elif isinstance(module, DistilXLSRPredictionHead):
-            # PyTorch's default Linear init: heads start with the output scale of the layers they read from.
-            for linear in (module.dense, module.output):
-                bound = 1 / math.sqrt(linear.in_features)
-                init.uniform_(linear.weight, -bound, bound)
-                init.uniform_(linear.bias, -bound, bound)
+        elif isinstance(module, DistilXLSRPredictionLinear):
+            # PyTorch's default Linear init, as s3prl's heads: they start with the output scale of what they read.
+            # (On the Linear itself: transformers 5 skips `_init_weights` for modules without parameters of their own.)
+            bound = 1 / math.sqrt(module.in_features)
+            init.uniform_(module.weight, -bound, bound)
+            init.uniform_(module.bias, -bound, bound)
 
 
 class DistilXLSRModel(DistilXLSRPreTrainedModel):
@@ -175,7 +193,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
     def __init__(self, config: DistilXLSRConfig, add_prediction_heads: bool = True):
         super().__init__(config)
         self.feature_extractor = DistilXLSRFeatureEncoder(config)
-        self.feature_projection = Wav2Vec2FeatureProjection(config)
+        self.feature_projection = DistilXLSRFeatureProjection(config)
         # SpecAugment's learned mask vector, as in Wav2Vec2Model (only when masking is configured)
         self.masked_spec_embed = None
         if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
@@ -370,7 +388,13 @@ def min_samples_for_frames(config: Wav2Vec2Config, frames: int = 1) -> int:
 
 def wav2vec2_config(config: DistilXLSRConfig) -> Wav2Vec2Config:
     """The plain `Wav2Vec2Config` of a student's backbone: every field but the distillation ones."""
+    if not config.feat_proj_layer_norm:
+        raise ValueError(
+            "This student has no LayerNorm before its feature projection (feat_proj_layer_norm=False, s3prl's "
+            "layout), which transformers' Wav2Vec2Model always has: it cannot be exported as one."
+        )
     fields = {k: v for k, v in config.to_dict().items() if k not in DISTILLATION_FIELDS}
+    fields.pop("feat_proj_layer_norm", None)
     for key in ("model_type", "architectures", "auto_map", "transformers_version"):
         fields.pop(key, None)
     wav2vec2 = Wav2Vec2Config(**fields)

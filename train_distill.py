@@ -140,12 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--adam_beta1", type=float, default=0.9)
     train.add_argument("--adam_beta2", type=float, default=0.98)
     train.add_argument("--adam_epsilon", type=float, default=1e-6)
-    train.add_argument("--weight_decay", type=float, default=0.0)
+    train.add_argument(
+        "--weight_decay",
+        type=float,
+        default=0.01,
+        help="AdamW weight decay of all trained weights but biases and norms (s3prl: %(default)s, see README).",
+    )
     train.add_argument("--warmup_ratio", type=float, default=0.07, help="Linear warm-up share of the steps.")
     train.add_argument(
         "--lr_scheduler_type", default="linear", help="transformers scheduler name (default: %(default)s)."
     )
-    train.add_argument("--max_grad_norm", type=float, default=10.0, help="Gradient clipping (s3prl: %(default)s).")
+    train.add_argument(
+        "--max_grad_norm", type=float, default=5.0, help="Gradient norm clipping (s3prl's distiller: %(default)s)."
+    )
     train.add_argument("--cosine_weight", type=float, default=1.0, help="Weight of the cosine term (lambda).")
     train.add_argument(
         "--mixed_precision",
@@ -272,6 +279,9 @@ class Teacher(nn.Module):
         model = model.base_model  # unwraps *ForPreTraining / *ForCTC
         self.teacher_layers = list(teacher_layers)
         check_teacher_layers(model.config, self.teacher_layers)
+        # The last layer of a stable-layer-norm teacher (XLSR-53's 24) is distilled after the final LayerNorm, as s3prl
+        # and transformers 4 give it (transformers 5's hidden_states hold it before): the state users see.
+        self.normalised_layer = model.config.num_hidden_layers if model.config.do_stable_layer_norm else None
         # Layers past the deepest distilled one never influence the targets: drop them (half of XLSR-53 for 4,12).
         # (cut=False keeps them, only to measure what the cut saves.)
         if cut:
@@ -299,10 +309,12 @@ class Teacher(nn.Module):
     ) -> list[torch.Tensor]:
         if conv_features is None:
             conv_features = self.conv_features(input_values)
-        hidden_states = self.model(
-            conv_features, attention_mask=attention_mask, output_hidden_states=self.teacher_layers
-        ).hidden_states
-        return [hidden_states[layer].float() for layer in self.teacher_layers]  # targets compared in fp32
+        outputs = self.model(conv_features, attention_mask=attention_mask, output_hidden_states=self.teacher_layers)
+        targets = [
+            outputs.last_hidden_state if layer == self.normalised_layer else outputs.hidden_states[layer]
+            for layer in self.teacher_layers
+        ]
+        return [target.float() for target in targets]  # targets compared in fp32
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -356,6 +368,26 @@ def distillation_forward(
     raw_student = student.module if hasattr(student, "module") else student
     frame_mask = raw_student._get_feature_vector_attention_mask(outputs.last_hidden_state.shape[1], attention_mask)
     return distillation_loss(outputs.layer_predictions, targets, frame_mask, cosine_weight)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: `weight_decay` on every trained weight, none on biases and norm layers' parameters.
+
+    s3prl's `get_grouped_parameters` means the same (0.01, biases and norms exempt), though its name patterns
+    (BERT's `LayerNorm.weight`) miss its distiller's `layer_norm` modules, so s3prl in fact decays LayerNorm gains.
+    """
+    norm_parameters = {
+        id(parameter)
+        for module in model.modules()
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm))
+        for parameter in module.parameters(recurse=False)
+    }
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            exempt = name.endswith("bias") or id(parameter) in norm_parameters
+            (no_decay if exempt else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -765,11 +797,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     # Optimisation: s3prl's AdamW, linear warm-up then decay
     optimizer = torch.optim.AdamW(
-        [p for p in student.parameters() if p.requires_grad],
+        parameter_groups(student, args.weight_decay),
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         eps=args.adam_epsilon,
-        weight_decay=args.weight_decay,
     )
     scheduler = get_scheduler(
         args.lr_scheduler_type,

@@ -1,5 +1,6 @@
 """train_distill.py: teacher cut, loss, fast path, end-to-end runs (1 and 2 processes), resume, bad input."""
 
+import copy
 import json
 import os
 import shutil
@@ -75,14 +76,17 @@ def test_cut_teacher_gives_the_full_teachers_targets(tiny_teacher, audio):
 
 
 def test_teacher_in_bf16_gives_fp32_targets_close_to_fp32(tiny_teacher, audio):
-    full = tiny_teacher(audio[2], attention_mask=audio[3], output_hidden_states=True).hidden_states
-    teacher = Teacher(tiny_teacher, [4, 12]).to(torch.bfloat16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        targets = teacher(audio[2], attention_mask=audio[3])
-    assert all(t.dtype == torch.float32 for t in targets)
-    frames = tiny_teacher._get_feature_vector_attention_mask(full[12].shape[1], audio[3])
-    cosine = torch.nn.functional.cosine_similarity(targets[1], full[12], dim=-1)[frames]
-    assert cosine.mean() > 0.9 and cosine.min() > 0.8
+    # --mixed_precision bf16 runs the teacher in pure bf16: its targets drift ~1.5% from fp32 ones (README, measured on
+    # an XLSR-53-shaped stand-in), far less than the student's distance to them. A larger drift fails here.
+    frames = tiny_teacher._get_feature_vector_attention_mask(49, audio[3])
+    exact = Teacher(copy.deepcopy(tiny_teacher), [4, 12])(audio[2], attention_mask=audio[3])
+    targets = Teacher(tiny_teacher, [4, 12]).to(torch.bfloat16)(audio[2], attention_mask=audio[3])
+    for target, reference in zip(targets, exact):
+        assert target.dtype == torch.float32
+        target, reference = target[frames], reference[frames]
+        assert ((target - reference).abs().mean() / reference.abs().mean()).item() < 0.03
+        cosine = torch.nn.functional.cosine_similarity(target, reference, dim=-1)
+        assert cosine.mean() > 0.999 and cosine.min() > 0.99  # 32-wide vectors: noisier than XLSR-53's 1024
 
 
 def test_distillation_loss_matches_the_formula_and_ignores_padding():
