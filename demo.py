@@ -17,6 +17,7 @@ pointed at facebook/wav2vec2-large-xlsr-53 and real corpora, are the real recipe
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import shutil
@@ -60,12 +61,13 @@ def run(command: list[str], log: Path) -> float:
     print("\n$ " + " ".join(command), flush=True)
     started = time.time()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "w") as log_file:
+    with open(log, "w", encoding="utf-8") as log_file:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for line in iter(process.stdout.readline, b""):
-            sys.stdout.buffer.write(line)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
+        for chunk in iter(lambda: process.stdout.read1(65536), b""):  # not by line: progress bars end in \r
+            sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
-            log_file.write(line.decode(errors="replace"))
+            log_file.write(decoder.decode(chunk))
         if process.wait() != 0:
             raise SystemExit(f"Stage failed (exit {process.returncode}); its log is {log}")
     return time.time() - started

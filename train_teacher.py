@@ -84,6 +84,7 @@ def train_ctc(args: argparse.Namespace, work_dir: Path) -> dict:
     return finetune_ctc.main(
         [
             "--model_name_or_path", str(initial), "--data_dir", args.data_dir, "--output_dir", str(work_dir / "ctc"),
+            "--overwrite_output_dir",  # the work folder is this script's own: an interrupted run's is replaced
             "--max_steps", str(args.max_steps), "--eval_strategy", "steps", "--eval_steps", str(args.eval_steps),
             "--logging_steps", "50", "--save_strategy", "steps", "--save_steps", str(args.eval_steps),
             "--save_total_limit", "1", "--report_to", "none", "--seed", str(args.seed),
