@@ -29,7 +29,15 @@ from pathlib import Path
 from datasets import load_dataset
 from transformers import Wav2Vec2ProcessorWithLM
 
-from evaluate_asr import EvalSet, compute_logits, lm_transcripts, load_ctc_model, load_eval_set
+from evaluate_asr import (
+    EvalSet,
+    compute_logits,
+    evaluate_model,
+    lm_transcripts,
+    load_ctc_model,
+    load_eval_set,
+    update_model_card,
+)
 from finetune_ctc import error_rates
 from ngram_lm import BOS, EOS, UNK, write_kneser_ney_arpa
 from text_normalization import normalize_text
@@ -210,6 +218,32 @@ def build_lm_processor(
     write_card_section(output_dir, info)
     (output_dir / "lm_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return info
+
+
+def add_lm_and_score(
+    model_dir: str | os.PathLike,
+    text_file: str,
+    order: int = 4,
+    test_set: EvalSet | None = None,
+    tune_on: EvalSet | None = None,
+    num_workers: int = os.cpu_count() or 1,
+) -> dict[str, float]:
+    """`finetune_ctc.py --lm_text_file`: add an LM of `text_file` to the model in `model_dir` (alpha and beta tuned on
+    `tune_on` when given), score `test_set` greedily and with the LM, put that into the model card, and return
+    {"test_wer_greedy", "test_cer_greedy", "test_wer_lm", "test_cer_lm", "lm_alpha", "lm_beta"}."""
+    info = build_lm_processor(
+        model_dir, read_texts(text_file), model_dir, order, tune_on=tune_on, num_workers=num_workers, source=text_file
+    )
+    results = {"lm_alpha": info["alpha"], "lm_beta": info["beta"]}
+    if test_set is not None:
+        scores = evaluate_model(str(model_dir), [test_set], num_workers=num_workers)
+        update_model_card(model_dir, scores, [test_set], greedy=False)
+        result = scores[test_set.label]
+        results.update(
+            test_wer_greedy=result["wer"], test_cer_greedy=result["cer"], test_wer_lm=result["wer_lm"],
+            test_cer_lm=result["cer_lm"],
+        )  # fmt: skip
+    return results
 
 
 def floats(text: str) -> list[float]:

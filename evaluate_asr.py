@@ -56,11 +56,19 @@ class EvalSet:
     text_column: str = "transcription"
     audio_column: str = "audio"
     max_samples: int | None = None
+    data_dir: str | None = None  # passed to load_dataset, as finetune_ctc.py's --data_dir
+
+    @property
+    def local(self) -> bool:
+        return os.path.isdir(self.name) or self.name == "audiofolder"
+
+    @property
+    def short_name(self) -> str:
+        return Path(self.data_dir or self.name).name if self.local else self.name
 
     @property
     def label(self) -> str:
-        name = Path(self.name).name if os.path.isdir(self.name) else self.name
-        return f"{name}{'/' + self.config if self.config else ''} ({self.split})"
+        return f"{self.short_name}{'/' + self.config if self.config else ''} ({self.split})"
 
 
 def load_ctc_model(
@@ -77,7 +85,7 @@ def load_ctc_model(
 def load_eval_set(eval_set: EvalSet, sampling_rate: int) -> tuple[list[np.ndarray], list[str]]:
     """Decoded 16 kHz mono audio and normalised references of one corpus; clips with an empty reference are dropped
     (with a warning), unreadable audio is an error."""
-    dataset = load_dataset(eval_set.name, eval_set.config, split=eval_set.split)
+    dataset = load_dataset(eval_set.name, eval_set.config, data_dir=eval_set.data_dir, split=eval_set.split)
     missing = {eval_set.audio_column, eval_set.text_column} - set(dataset.column_names)
     if missing:
         raise ValueError(
@@ -252,27 +260,30 @@ def markdown_table(results: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-def update_model_card(model_dir: str | os.PathLike, results: dict, eval_sets: list[EvalSet], note: str = "") -> None:
-    """Put the results into `model_dir/README.md`: model-index entries (WER and CER in percent, greedy and with the
-    LM; entries of the same dataset, split and metric name are replaced) and a section with the table."""
+def update_model_card(
+    model_dir: str | os.PathLike, results: dict, eval_sets: list[EvalSet], note: str = "", greedy: bool = True
+) -> None:
+    """Put the results into `model_dir/README.md`: model-index entries (WER and CER in percent, greedy unless
+    `greedy` is False, and with the LM; entries of the same dataset, split and metric name are replaced) and a
+    section with the table (and `note` before it)."""
     path = Path(model_dir) / "README.md"
     card = ModelCard.load(path) if path.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n")
     new = []
     for eval_set in eval_sets:
         result = results[eval_set.label]
-        hub = not os.path.isdir(eval_set.name)
+        hub = not eval_set.local
         for metric in ("wer", "cer"):
             for suffix, title in (("", ""), ("_lm", " with LM")):
-                if result[metric + suffix] is None:
+                if result[metric + suffix] is None or (suffix == "" and not greedy):
                     continue
                 new.append(
                     EvalResult(
                         task_type="automatic-speech-recognition",
                         task_name="Automatic Speech Recognition",
                         dataset_type=eval_set.name if hub else "audiofolder",
-                        dataset_name=eval_set.name if hub else f"{Path(eval_set.name).name} (local audiofolder)",
+                        dataset_name=eval_set.name if hub else f"{eval_set.short_name} (local audiofolder)",
                         # the Hub groups results by type, config and split: a local folder's name tells them apart
-                        dataset_config=eval_set.config if hub else (eval_set.config or Path(eval_set.name).name),
+                        dataset_config=eval_set.config if hub else (eval_set.config or eval_set.short_name),
                         dataset_split=eval_set.split,
                         metric_type=metric,
                         metric_name=f"{eval_set.split.capitalize()} {metric.upper()}{title} (%)",

@@ -197,3 +197,29 @@ def test_evaluate_asr_on_two_audiofolders(lm_model, tmp_path):
     assert (
         len(again.data.eval_results) == len(names) == 8 and again.text.count("## Evaluation (evaluate_asr.py)") == 1
     )  # replaced
+
+
+def test_finetune_ctc_lm_text_file_adds_the_lm_and_scores_the_test_split_both_ways(lm_model, tmp_path):
+    from finetune_ctc import main as finetune
+
+    data_dir = tmp_path / "corpus"
+    for split, seed in (("train", 4), ("validation", 5), ("test", 6)):
+        noise_audiofolder(data_dir, SENTENCES, seed=seed, split=split)
+    text_file = tmp_path / "lm.txt"
+    text_file.write_text("\n".join(SENTENCES), encoding="utf-8")
+    output_dir = tmp_path / "out"
+    results = finetune(
+        ["--model_name_or_path", str(lm_model["model_dir"]), "--data_dir", str(data_dir), "--output_dir",
+         str(output_dir), "--max_steps", "2", "--per_device_train_batch_size", "5", "--report_to", "none",
+         "--save_strategy", "no", "--disable_tqdm", "True", "--log_level", "warning", "--lm_text_file",
+         str(text_file), "--lm_order", "2"]
+    )  # fmt: skip
+    assert (output_dir / "language_model" / "2gram.arpa").is_file()
+    saved = json.loads((output_dir / "all_results.json").read_text())
+    for key in ("test_wer_lm", "test_cer_lm", "test_wer_greedy", "lm_alpha", "lm_beta"):
+        assert saved[key] == results[key], key
+    assert saved["test_wer_greedy"] == pytest.approx(saved["test_wer"])  # the same greedy score by both paths
+    info = json.loads((output_dir / "lm_info.json").read_text())
+    assert info["tuned_on"] == "corpus (validation)" and info["alpha"] == saved["lm_alpha"]
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert "## Language model (add_ngram_lm.py)" in card and "Test WER with LM (%)" in card
