@@ -94,10 +94,9 @@ def save_with_lm(processor: Wav2Vec2ProcessorWithLM, output_dir: str | os.PathLi
         if not path.is_file():
             continue
         config = json.loads(path.read_text(encoding="utf-8"))
-        section = config.get("feature_extractor") if isinstance(config.get("feature_extractor"), dict) else config
-        if name == "processor_config.json" and section is config:
-            config["processor_class"] = "Wav2Vec2ProcessorWithLM"
-        section["processor_class"] = "Wav2Vec2ProcessorWithLM"
+        config["processor_class"] = "Wav2Vec2ProcessorWithLM"
+        if isinstance(config.get("feature_extractor"), dict):
+            config["feature_extractor"]["processor_class"] = "Wav2Vec2ProcessorWithLM"
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

@@ -110,7 +110,7 @@ def test_pipeline_decodes_with_the_lm_in_a_fresh_process(lm_model, tmp_path):
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     result = subprocess.run(
-        [sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout.strip().splitlines()[-1])
