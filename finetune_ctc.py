@@ -199,6 +199,14 @@ class DataTrainingArguments:
     model_card_note: str | None = field(
         default=None, metadata={"help": "A note put at the top of the model card (e.g. 'trained on synthetic data')."}
     )
+    lm_text_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text (one sentence per line) of an n-gram LM added at the end (add_ngram_lm.py; alpha and beta "
+            "tuned on the eval split); the test split is then scored greedily and with the LM."
+        },
+    )
+    lm_order: int = field(default=4, metadata={"help": "Order of the --lm_text_file n-gram LM."})
 
 
 # What a training run leaves in --output_dir; training into a folder holding any of these is refused.
@@ -789,6 +797,28 @@ def main(args: list[str] | None = None) -> dict[str, float]:
         )
         if training_args.push_to_hub:
             card.push_to_hub(trainer.hub_model_id, token=training_args.hub_token)
+
+    # 8. An n-gram LM beside the model; the test split scored both ways (imported here: it imports this module).
+    if data_args.lm_text_file and training_args.should_save:
+        from add_ngram_lm import EvalSet, add_lm_and_score
+
+        def eval_set(split: str, max_samples: int | None) -> EvalSet:
+            return EvalSet(
+                data_args.dataset_name or "audiofolder", data_args.dataset_config_name, split,
+                data_args.text_column_name, data_args.audio_column_name, max_samples, data_args.data_dir,
+            )  # fmt: skip
+
+        lm_results = add_lm_and_score(
+            training_args.output_dir,
+            data_args.lm_text_file,
+            data_args.lm_order,
+            eval_set(data_args.test_split_name, data_args.max_test_samples) if training_args.do_predict else None,
+            eval_set(data_args.eval_split_name, data_args.max_eval_samples) if training_args.do_eval else None,
+        )
+        trainer.save_metrics("lm", lm_results)
+        results.update(lm_results)
+        if training_args.push_to_hub:
+            logger.warning("The LM in %s is not uploaded: push the folder again.", training_args.output_dir)
     return results
 
 
