@@ -211,3 +211,36 @@ def test_front_end_runs_channels_last_on_cpu_and_transformers_conv1d_elsewhere()
         calls.clear()
         on_meta = encoder.to("meta")(audio.to("meta"))
     assert calls and on_meta.shape == channels_last.shape
+
+
+def test_compare_precisions_scores_each_precision(exported, tmp_path):
+    """WER/CER at the four precisions on a tiny audiofolder; ONNX fp32 transcribes exactly as PyTorch fp32."""
+    import csv
+
+    import soundfile
+
+    from compare_precisions import main
+
+    model_dir, output_dir = exported
+    split = tmp_path / "corpus" / "test"
+    split.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with open(split / "metadata.csv", "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["file_name", "transcription"])
+        for i, (seconds, text) in enumerate(((1.0, "Abc dé!"), (0.5, "cab"), (0.8, "bad ace"))):
+            soundfile.write(split / f"{i}.wav", rng.standard_normal(int(seconds * 16000)) * 0.1, 16000)
+            writer.writerow([f"{i}.wav", text])
+    results = main(
+        [
+            "--model_name_or_path", str(model_dir), "--onnx_dir", str(output_dir), "--data_dir", str(tmp_path / "corpus"),
+            "--cache_dir", str(tmp_path / "cache"), "--batch_size", "2", "--json", str(tmp_path / "precisions.json"),
+        ]
+    )  # fmt: skip
+    assert set(results) == {"fp32", "bf16", "onnx_fp32", "onnx_int8"}
+    for result in results.values():
+        assert result["cer"] > 0 and result["wer"] > 0  # random weights cannot be right
+    assert results["onnx_fp32"]["cer"] == results["fp32"]["cer"]
+    assert results["onnx_fp32"]["example"] == results["fp32"]["example"]
+    saved = json.loads((tmp_path / "precisions.json").read_text())
+    assert saved["clips"] == 3 and saved["audio_s"] == pytest.approx(2.3)
