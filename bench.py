@@ -8,13 +8,20 @@ after a warm-up, so ratios measured in one run hold on a noisy machine.
 
     python bench.py --json bench.json
     python bench.py --device cuda --dtype bf16 --json bench_gpu.json
+    python bench.py --only inference --json bench_inference.json   # only the cheap-inference rows (a few minutes)
+
+The cheap-inference rows time the student as a CTC recogniser (40 outputs) on 10 s of audio: torch fp32, torch bf16
+(weights cast to bfloat16), and on a CPU ONNX Runtime fp32 and int8 (export_onnx.py's graphs), interleaved with a
+2048x2048 matrix product in fp32 and bf16, the machine's GEMM peak at the same thread count in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -23,10 +30,11 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from configuration_distilxlsr import DistilXLSRConfig
 from make_stand_in_teacher import stand_in_teacher_config
-from modeling_distilxlsr import DistilXLSRModel
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 from train_distill import Teacher, distillation_forward
 
 SAMPLING_RATE = 16_000
@@ -45,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip_steps", action="store_true", help="Skip the distillation step timings.")
     parser.add_argument("--skip_memory", action="store_true", help="Skip the peak memory measurements.")
     parser.add_argument("--profile", action="store_true", help="Print the student's top operators at 10 s.")
+    parser.add_argument(
+        "--only", choices=["inference"], default=None, help="inference: run only the cheap-inference rows."
+    )
     parser.add_argument("--_memory_of", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -173,6 +184,101 @@ def profile_student(student, device, dtype) -> str:
     return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
+def build_ctc_student(vocab_size: int = 40) -> DistilXLSRForCTC:
+    """The default student (XLSR-53's architecture, 2 layers) with a CTC head, random weights, in eval mode."""
+    torch.manual_seed(0)
+    config = DistilXLSRConfig.from_teacher_config(
+        stand_in_teacher_config("xlsr53"), teacher_layers=TEACHER_LAYERS, vocab_size=vocab_size, pad_token_id=0
+    )
+    return DistilXLSRForCTC(config).eval()
+
+
+def gemm_fn(dtype: torch.dtype, device, size: int = 2048) -> Callable[[], object]:
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    return lambda: a @ b
+
+
+def onnx_fns(student: DistilXLSRForCTC, audio: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """ONNX Runtime fp32 and int8 runs of the student, exported and quantised as export_onnx.py does."""
+    import tempfile
+    from pathlib import Path
+
+    from export_onnx import export, exportable_model, quantize_int8
+    from onnx_ctc import ONNX_FILE_NAMES, ONNXModelForCTC
+
+    model = exportable_model(copy.deepcopy(student))
+    fns = {}
+    with tempfile.TemporaryDirectory() as directory:
+        paths = {dtype: Path(directory) / name for dtype, name in ONNX_FILE_NAMES.items()}
+        export(model, paths["fp32"], opset=18, with_attention_mask=True)
+        quantize_int8(paths["fp32"], paths["int8"])
+        for dtype, path in paths.items():
+            onnx_model = ONNXModelForCTC(path, model.config)  # the session holds the weights: the file can go
+            fns[f"onnx_{dtype}"] = lambda onnx_model=onnx_model: onnx_model(audio)
+    return fns
+
+
+def inference_results(device: torch.device, repeats: int, seconds: float = 10.0) -> dict:
+    """Times of the cheap-inference rows at `seconds` of audio, interleaved with the GEMM peak, and the ratios."""
+    student = build_ctc_student().to(device)
+    student_bf16 = copy.deepcopy(student).to(torch.bfloat16)
+    audio = torch.randn(1, int(seconds * SAMPLING_RATE), device=device)
+    audio_bf16 = audio.to(torch.bfloat16)
+
+    def torch_fn(model, inputs):
+        return torch.inference_mode()(lambda: model(inputs))
+
+    contenders = {"torch_fp32": torch_fn(student, audio), "torch_bf16": torch_fn(student_bf16, audio_bf16)}
+    if device.type == "cpu":
+        contenders |= onnx_fns(student, audio.cpu())
+    contenders |= {"gemm_fp32": gemm_fn(torch.float32, device), "gemm_bf16": gemm_fn(torch.bfloat16, device)}
+    with FlopCounterMode(display=False) as counter, torch.no_grad():  # inference_mode breaks on weight norm here
+        student(audio)
+    load_before = os.getloadavg()[0]
+    medians = interleaved_medians(contenders, repeats, device)
+    gemm_gflop = 2 * 2048**3 / 1e9
+    results = {
+        "inference_audio_s": seconds,
+        "inference_s": {name: value for name, value in medians.items() if not name.startswith("gemm")},
+        "gemm_peak_gflops": {dtype: gemm_gflop / medians[f"gemm_{dtype}"] for dtype in ("fp32", "bf16")},
+        "student_ctc_gflop": counter.get_total_flops() / 1e9,
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+    }
+    fp32 = medians["torch_fp32"]
+    results["student_fp32_gflops"] = results["student_ctc_gflop"] / fp32
+    results["fp32_fraction_of_gemm_peak"] = results["student_fp32_gflops"] / results["gemm_peak_gflops"]["fp32"]
+    results["bf16_speedup_vs_fp32"] = fp32 / medians["torch_bf16"]
+    if "onnx_int8" in medians:
+        results["onnx_fp32_speedup_vs_fp32"] = fp32 / medians["onnx_fp32"]
+        results["onnx_int8_speedup_vs_fp32"] = fp32 / medians["onnx_int8"]
+    return results
+
+
+def inference_markdown(results: dict) -> str:
+    labels = {
+        "torch_fp32": "PyTorch fp32",
+        "torch_bf16": "PyTorch bf16 (weights cast)",
+        "onnx_fp32": "ONNX Runtime fp32",
+        "onnx_int8": "ONNX Runtime int8 (dynamic)",
+    }
+    fp32 = results["inference_s"]["torch_fp32"]
+    lines = [
+        f"| student CTC, {results['inference_audio_s']:g} s of audio | time | speed-up vs PyTorch fp32 |",
+        "|---|---|---|",
+    ]
+    for name, seconds in results["inference_s"].items():
+        lines.append(f"| {labels[name]} | {seconds:.3f} s | {fp32 / seconds:.2f}x |")
+    peak = results["gemm_peak_gflops"]
+    lines += [
+        "",
+        f"Student: {results['student_ctc_gflop']:.1f} GFLOP (FlopCounterMode), {results['student_fp32_gflops']:.0f} "
+        f"GFLOP/s in fp32 = {results['fp32_fraction_of_gemm_peak']:.2f} of the 2048x2048 GEMM peak measured in the "
+        f"same run ({peak['fp32']:.0f} GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16); 1-min load average "
+        f"{results['load_average_1min'][0]:.1f} before, {results['load_average_1min'][1]:.1f} after.",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(results: dict) -> str:
     durations = results["durations_s"]
     lines = [
@@ -212,6 +318,8 @@ def main(argv=None) -> dict:
         measure_memory_in_this_process(args._memory_of, args.dtype)
         return {}
     device = torch.device(args.device)
+    if args.only == "inference":
+        return inference_only(args, device)
     durations = [float(d) for d in args.durations.split(",")]
     machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     if device.type == "cuda":
@@ -270,8 +378,32 @@ def main(argv=None) -> dict:
         for name in ("teacher", "student", "transformers"):
             results["peak_memory_mb"][name] = peak_memory_mb(name, 10.0, device, args.dtype)
 
+    results |= inference_results(device, args.repeats)
     print()
     print(markdown(results))
+    print()
+    print(inference_markdown(results))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
+        print(f"\nWrote {args.json}")
+    return results
+
+
+def inference_only(args: argparse.Namespace, device: torch.device) -> dict:
+    machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    print(f"Cheap-inference rows on {machine} (random-weight stand-in student)", flush=True)
+    results = {
+        "note": "random-initialised stand-in student with the real architecture; speed only",
+        "machine": machine,
+        "device": args.device,
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+    }
+    results |= inference_results(device, args.repeats)
+    print(inference_markdown(results))
     if args.json:
         with open(args.json, "w") as file:
             json.dump(results, file, indent=2)

@@ -78,7 +78,8 @@ class DistilXLSROutput(ModelOutput):
 
 class DistilXLSRConvLayer(Wav2Vec2LayerNormConvLayer):
     """
-    wav2vec2's conv -> LayerNorm -> GELU block with the same weights, computed on `[batch, time, channels]` tensors.
+    wav2vec2's conv -> LayerNorm -> GELU block with the same weights. With `channels_last=True` it is computed on
+    `[batch, time, channels]` tensors; without, it is transformers' own channels-first code (cuDNN's `Conv1d` on a GPU).
 
     transformers' block works channels-first and transposes around its LayerNorm; on a CPU those transposing copies
     cost as much as the convolutions. Channels-last, the strided windows of one utterance are a view of its memory
@@ -86,12 +87,21 @@ class DistilXLSRConvLayer(Wav2Vec2LayerNormConvLayer):
     the same numbers, about 1.8x faster on 2 CPU cores (bench.py).
     """
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        if not channels_last:
+            return super().forward(hidden_states)
         kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        weight = self.conv.weight.permute(2, 1, 0).reshape(kernel * self.conv.in_channels, -1)  # rows (tap, channel)
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():  # as slices: `as_strided` does not export
+            frames = (hidden_states.shape[1] - kernel) // stride + 1
+            taps = [hidden_states[:, tap::stride].narrow(1, 0, frames) for tap in range(kernel)]
+            hidden_states = torch.cat(taps, dim=-1) @ weight
+            if self.conv.bias is not None:
+                hidden_states = hidden_states + self.conv.bias
+            return self.activation(self.layer_norm(hidden_states))
         hidden_states = hidden_states.contiguous()
         batch_size, length, channels = hidden_states.shape
         frames = (length - kernel) // stride + 1
-        weight = self.conv.weight.permute(2, 1, 0).reshape(kernel * channels, -1)  # rows ordered (tap, channel)
         outputs = []
         for utterance in hidden_states:
             windows = utterance.as_strided(
@@ -105,8 +115,8 @@ class DistilXLSRConvLayer(Wav2Vec2LayerNormConvLayer):
 class DistilXLSRFeatureEncoder(Wav2Vec2FeatureEncoder):
     """
     transformers' `Wav2Vec2FeatureEncoder` (same submodules and weights, same `[batch, channels, frames]` output) whose
-    layer-norm conv blocks run channels-last ([`DistilXLSRConvLayer`]). Group-norm front ends (wav2vec2-base, HuBERT)
-    run transformers' code unchanged.
+    layer-norm conv blocks run channels-last on a CPU ([`DistilXLSRConvLayer`]). On other devices (a GPU: cuDNN's
+    `Conv1d`) and for group-norm front ends (wav2vec2-base, HuBERT) it runs transformers' code unchanged.
     """
 
     def __init__(self, config: Wav2Vec2Config):
@@ -118,13 +128,13 @@ class DistilXLSRFeatureEncoder(Wav2Vec2FeatureEncoder):
             )
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        if not self.channels_last:
+        if not self.channels_last or input_values.device.type != "cpu":
             return super().forward(input_values)
         hidden_states = input_values[:, :, None]
         if self._requires_grad and self.training:  # as transformers does, for activation checkpointing
             hidden_states.requires_grad = True
         for conv_layer in self.conv_layers:
-            hidden_states = conv_layer(hidden_states)
+            hidden_states = conv_layer(hidden_states, channels_last=True)
         return hidden_states.transpose(1, 2)  # a view: the caller's transpose back to channels-last is free
 
 
