@@ -700,11 +700,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.resume_from_checkpoint != "latest" or bool(list_checkpoints(output_dir))
     )
     previous_run = check_output_dir(output_dir, RUN_FILES, args.overwrite_output_dir, resuming)
-    if args.data_dir is not None:
-        check_data_dir(args.data_dir)
     # Fail on a bad --teacher_layers before any weights or data are loaded.
     teacher_config = AutoConfig.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
     check_teacher_layers(teacher_config, args.teacher_layers)
+    if args.data_dir is not None:
+        check_data_dir(args.data_dir)
 
     report_to = [] if args.report_to in ("none", "") else args.report_to.split(",")
     accelerator = Accelerator(
