@@ -427,7 +427,7 @@ def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(teacher
     assert json.loads((output_dir / "distill_results.json").read_text())["steps"] == 1
     # 'latest' with no checkpoint to continue does not start afresh over a finished student either.
     shutil.rmtree(output_dir / "checkpoints")
-    with pytest.raises(ValueError, match="already holds a run \\(model.safetensors"):
+    with pytest.raises(ValueError, match="already holds a run \\(distill_results.json, model.safetensors\\)"):
         main([*again, "--resume_from_checkpoint", "latest"])
 
 
