@@ -224,6 +224,7 @@ NUMERIC_OPTIONS = {
     "max_duration_in_seconds": POSITIVE,
     "preprocessing_num_workers": POSITIVE,
     "num_examples_to_print": NON_NEGATIVE,
+    "lm_order": POSITIVE,
     **dict.fromkeys(("per_device_train_batch_size", "per_device_eval_batch_size"), POSITIVE),
     **dict.fromkeys(("gradient_accumulation_steps", "learning_rate", "num_train_epochs", "adam_epsilon"), POSITIVE),
     "max_steps": (lambda v: v == -1 or v > 0, "> 0 (or -1: --num_train_epochs decides)"),
