@@ -1,6 +1,6 @@
 """The whole product on a laptop CPU, offline, and the proof that distillation transfers knowledge.
 
-    python demo.py            # about 20 minutes on 2 CPU cores
+    python demo.py            # about 15 minutes on 2 CPU cores
     python demo.py --quick    # a 2-minute smoke run (learns little)
 
 Stages: the demo corpus and a free-speech test set -> a teacher that knows something -> a 2-layer student distilled
