@@ -173,14 +173,14 @@ def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path,
 
 def comparison_table(summary: dict) -> str:
     """The side-by-side table, as markdown: the same text goes to the terminal, the card and the README."""
-    rows = [("distilled student", summary["asr"], summary["free_speech"]["distilled"], summary["minutes"]),
-            ("same student from scratch", summary["scratch_asr"], summary["free_speech"]["scratch"], summary["minutes"])]  # fmt: skip
+    rows = [("distilled student", summary["asr"], summary["free_speech"]["distilled"]),
+            ("same student from scratch", summary["scratch_asr"], summary["free_speech"]["scratch"])]  # fmt: skip
     lines = [
         f"| model ({summary['labelled_train_clips']} of {summary['train_clips']} training clips labelled) "
         "| test WER | test CER | free-speech WER | free-speech CER |",
         "|---|---|---|---|---|",
     ]
-    for name, asr, free, _ in rows:
+    for name, asr, free in rows:
         lines.append(
             f"| {name} | {asr['test_wer']:.3f} | {asr['test_cer']:.3f} | {free['test_wer']:.3f} | {free['test_cer']:.3f} |"
         )
