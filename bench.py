@@ -383,11 +383,15 @@ def main(argv=None) -> dict:
     print(markdown(results))
     print()
     print(inference_markdown(results))
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
-        print(f"\nWrote {args.json}")
+    save_json(results, args.json)
     return results
+
+
+def save_json(results: dict, path: str | None) -> None:
+    if path:
+        with open(path, "w") as file:
+            json.dump(results, file, indent=2)
+        print(f"\nWrote {path}")
 
 
 def inference_only(args: argparse.Namespace, device: torch.device) -> dict:
@@ -404,10 +408,7 @@ def inference_only(args: argparse.Namespace, device: torch.device) -> dict:
     }
     results |= inference_results(device, args.repeats)
     print(inference_markdown(results))
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
-        print(f"\nWrote {args.json}")
+    save_json(results, args.json)
     return results
 
 

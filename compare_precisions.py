@@ -21,6 +21,7 @@ import numpy as np
 from datasets import Audio
 from tqdm.auto import tqdm
 
+from audio_io import load_audio
 from finetune_ctc import DataTrainingArguments, error_rates, load_split
 from onnx_ctc import ONNX_FILE_NAMES, SAMPLING_RATE, load_ctc_model
 from text_normalization import normalize_text
@@ -74,11 +75,7 @@ def load_clips(args: argparse.Namespace) -> tuple[list[np.ndarray], list[str]]:
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dataset = dataset.cast_column(args.audio_column_name, Audio(decode=False))
-    audio = Audio(sampling_rate=SAMPLING_RATE, num_channels=1)
-    arrays = [
-        np.asarray(audio.decode_example(example)["array"], dtype=np.float32).reshape(-1)
-        for example in tqdm(dataset[args.audio_column_name], desc="decoding audio")
-    ]
+    arrays = [load_audio(example) for example in tqdm(dataset[args.audio_column_name], desc="decoding audio")]
     references = [normalize_text(text, data_args.chars_to_ignore) for text in dataset[args.text_column_name]]
     return arrays, references
 

@@ -35,6 +35,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer, PreTrainedModel, Wav2Vec2Processor
 
+from audio_io import load_audio
 from finetune_ctc import error_rates, greedy_decode
 from text_normalization import normalize_text
 from train_distill import split_list
@@ -94,12 +95,12 @@ def load_eval_set(eval_set: EvalSet, sampling_rate: int) -> tuple[list[np.ndarra
         )
     if eval_set.max_samples is not None:
         dataset = dataset.select(range(min(eval_set.max_samples, len(dataset))))
-    dataset = dataset.cast_column(eval_set.audio_column, Audio(sampling_rate=sampling_rate, num_channels=1))
+    dataset = dataset.cast_column(eval_set.audio_column, Audio(decode=False))  # decoded by audio_io, as in training
     audio, references = [], []
     for example in tqdm(dataset, desc=f"reading {eval_set.label}"):
         reference = normalize_text(example[eval_set.text_column])
         if reference:
-            audio.append(np.asarray(example[eval_set.audio_column]["array"], dtype=np.float32).reshape(-1))
+            audio.append(load_audio(example[eval_set.audio_column], sampling_rate))
             references.append(reference)
     if len(references) < len(dataset):
         logger.warning("%s: %d clip(s) with an empty transcript not scored.", eval_set.label, len(dataset) - len(audio))

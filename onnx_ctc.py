@@ -22,6 +22,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, Wav2Vec2Processor, Wav2Vec2ProcessorWithLM
 from transformers.modeling_outputs import CausalLMOutput
 
+import audio_io
 from finetune_ctc import greedy_decode
 
 SAMPLING_RATE = 16_000
@@ -74,10 +75,7 @@ def output_frames(config: PretrainedConfig, num_samples: torch.Tensor) -> torch.
 def load_audio(audio: str | os.PathLike | np.ndarray | torch.Tensor) -> np.ndarray:
     """A mono 16 kHz float32 array from a file path (any format torchcodec / FFmpeg reads) or an array at 16 kHz."""
     if isinstance(audio, (str, os.PathLike)):
-        from torchcodec.decoders import AudioDecoder
-
-        samples = AudioDecoder(str(audio), sample_rate=SAMPLING_RATE, num_channels=1).get_all_samples()
-        return samples.data[0].numpy()
+        return audio_io.load_audio(audio, SAMPLING_RATE)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError(f"Expected a mono 1-D array of 16 kHz samples, got shape {audio.shape}.")
