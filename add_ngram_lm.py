@@ -18,6 +18,7 @@ transformers deprecates LM decoding through the pipeline for v6: the project's e
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -106,22 +107,21 @@ def tune_decoder(
     references: list[str],
     alphas: Iterable[float],
     betas: Iterable[float],
+    unk_score_offsets: Iterable[float] = (-10.0,),
     num_workers: int = 1,
     beam_width: int = 100,
 ) -> list[dict[str, float]]:
-    """Grid search of alpha and beta by WER (then CER) on `references`; sets the best pair on the decoder and returns
-    every point tried, best first."""
+    """Grid search of alpha, beta and unk_score_offset by WER (then CER) on `references`; sets the best point on the
+    decoder and returns every point tried, best first."""
     trials = []
-    for alpha in alphas:
-        for beta in betas:
-            processor.decoder.reset_params(alpha=float(alpha), beta=float(beta))
-            predictions = [
-                normalize_text(text) for text in lm_transcripts(processor.decoder, logits, beam_width, num_workers)
-            ]
-            trials.append({"alpha": float(alpha), "beta": float(beta), **error_rates(references, predictions)})
-            logger.info("alpha %.2f beta %.2f: WER %.4f CER %.4f", alpha, beta, trials[-1]["wer"], trials[-1]["cer"])
+    for params in itertools.product(alphas, betas, unk_score_offsets):
+        point = dict(zip(("alpha", "beta", "unk_score_offset"), map(float, params)))
+        processor.decoder.reset_params(**point)
+        transcripts = lm_transcripts(processor.decoder, logits, beam_width, num_workers)
+        trials.append({**point, **error_rates(references, [normalize_text(text) for text in transcripts])})
+        logger.info("%s: WER %.4f CER %.4f", point, trials[-1]["wer"], trials[-1]["cer"])
     trials.sort(key=lambda trial: (trial["wer"], trial["cer"]))
-    processor.decoder.reset_params(alpha=trials[0]["alpha"], beta=trials[0]["beta"])
+    processor.decoder.reset_params(**{key: trials[0][key] for key in ("alpha", "beta", "unk_score_offset")})
     return trials
 
 
@@ -162,6 +162,7 @@ def build_lm_processor(
     tune_on: EvalSet | None = None,
     alpha_grid: Iterable[float] = (0.3, 0.5, 0.8, 1.2),
     beta_grid: Iterable[float] = (0.0, 1.0, 2.0),
+    unk_score_offset_grid: Iterable[float] = (-10.0, -20.0),
     num_workers: int = 1,
     beam_width: int = 100,
     source: str = "given text",
@@ -205,10 +206,13 @@ def build_lm_processor(
         if tune_on is not None:
             audio, references = load_eval_set(tune_on, processor.feature_extractor.sampling_rate)
             logits = compute_logits(model, processor, audio)
-            trials = tune_decoder(processor_lm, logits, references, alpha_grid, beta_grid, num_workers, beam_width)
+            trials = tune_decoder(
+                processor_lm, logits, references, alpha_grid, beta_grid, unk_score_offset_grid, num_workers, beam_width
+            )
             info.update(
                 alpha=trials[0]["alpha"],
                 beta=trials[0]["beta"],
+                unk_score_offset=trials[0]["unk_score_offset"],
                 tuned_on=tune_on.label,
                 grid_points=len(trials),
                 trials=trials,
@@ -280,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_tune_samples", type=int, default=None, help="Tune on the first N clips only.")
     parser.add_argument("--alpha_grid", type=floats, default="0.3,0.5,0.8,1.2", help="Alphas tried by --tune_on.")
     parser.add_argument("--beta_grid", type=floats, default="0,1,2", help="Betas tried by --tune_on.")
+    parser.add_argument(
+        "--unk_score_offset_grid", type=floats, default="-10,-20", help="unk_score_offsets tried by --tune_on."
+    )
     parser.add_argument("--beam_width", type=int, default=100, help="Beam width while tuning (default: %(default)s).")
     parser.add_argument(
         "--num_workers", type=int, default=os.cpu_count() or 1, help="Processes for LM decoding while tuning."
@@ -318,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
         tune_on=tune_on,
         alpha_grid=args.alpha_grid,
         beta_grid=args.beta_grid,
+        unk_score_offset_grid=args.unk_score_offset_grid,
         num_workers=args.num_workers,
         beam_width=args.beam_width,
         source=source,

@@ -130,13 +130,15 @@ def test_alpha_beta_tuning_picks_the_best_grid_point(lm_model, tmp_path):
     info = add_ngram_lm.build_lm_processor(
         lm_model["model_dir"], SENTENCES, tmp_path / "tuned", order=2,
         tune_on=evaluate_asr.EvalSet(str(tune_dir), split="validation"), alpha_grid=(0.1, 3.0), beta_grid=(0.0, 4.0),
+        unk_score_offset_grid=(-10.0, -25.0),
     )  # fmt: skip
     trials = info["trials"]
-    assert len(trials) == 4
+    assert len(trials) == 8
     assert [(t["wer"], t["cer"]) for t in trials] == sorted((t["wer"], t["cer"]) for t in trials)
-    assert (info["alpha"], info["beta"]) == (trials[0]["alpha"], trials[0]["beta"])
+    best = tuple(trials[0][key] for key in ("alpha", "beta", "unk_score_offset"))
+    assert (info["alpha"], info["beta"], info["unk_score_offset"]) == best
     attrs = json.loads((tmp_path / "tuned" / "language_model" / "attrs.json").read_text())
-    assert (attrs["alpha"], attrs["beta"]) == (info["alpha"], info["beta"])
+    assert (attrs["alpha"], attrs["beta"], attrs["unk_score_offset"]) == best
     assert "chosen by WER on tune (validation)" in (tmp_path / "tuned" / "README.md").read_text(encoding="utf-8")
 
 
