@@ -1,8 +1,9 @@
 """Build a small, synthetic Brazilian Portuguese speech corpus for offline demos and tests.
 
 The sentences come from a small template grammar written for this project (vocabulary below) and are spoken by
-espeak-ng (``-v pt-br``) with a dozen "speakers" (voice variant + speed + pitch). Audio is resampled to 16 kHz mono
-16-bit PCM with ``sox -D`` (no dither), so two builds with the same arguments are byte-identical.
+espeak-ng (``-v pt-br``) with 51 "speakers" (voice variant + speed + pitch; 3 held out for the test split). Audio is
+resampled to 16 kHz mono 16-bit PCM with ``sox -D`` (no dither), so two builds with the same arguments are
+byte-identical.
 
 The output uses the Hugging Face datasets ``audiofolder`` layout::
 

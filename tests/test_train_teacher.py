@@ -89,3 +89,32 @@ def test_train_distill_accepts_the_teacher(teacher, corpus_dir, tmp_path):
     # Initialised from the trained teacher (then distilled for 2 steps): close to it, far from a random init.
     assert torch.allclose(student.state_dict()[conv], teacher_model.state_dict()[conv], atol=5e-3)
     assert "supervised stand-in" in (student_dir / "README.md").read_text()
+
+
+def test_warm_start_keeps_the_teachers_outputs(teacher, tmp_path):
+    output_dir, _ = teacher
+    from transformers import AutoModelForCTC
+
+    from modeling_distilxlsr import DistilXLSRForCTC
+
+    start = train_teacher.warm_start(str(output_dir), tmp_path / "init")
+    source = AutoModelForCTC.from_pretrained(output_dir).eval()
+    continued = DistilXLSRForCTC.from_pretrained(start).eval()
+    audio = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(continued(audio).logits, source(audio).logits, atol=1e-4, rtol=1e-4)
+    assert json.loads((start / "vocab.json").read_text()) == json.loads((output_dir / "vocab.json").read_text())
+
+
+def test_init_from_records_both_stages(teacher, corpus_dir, tmp_path):
+    output_dir, _ = teacher
+    second = tmp_path / "second"
+    extra = "--per_device_train_batch_size 4 --bf16 false --use_cpu"
+    results = train_teacher.main(
+        ["--data_dir", str(corpus_dir), "--output_dir", str(second), "--init_from", str(output_dir),
+         "--max_steps", "2", "--eval_steps", "2", "--finetune_args", extra]
+    )  # fmt: skip
+    first_command = json.loads((output_dir / "teacher_results.json").read_text())["command"]
+    assert results["init_from"] == str(output_dir) and results["init_from_commands"] == first_command
+    card = (second / "README.md").read_text()
+    assert card.index(first_command) < card.index("--init_from")  # the remake recipe: first stage, then second
