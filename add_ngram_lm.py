@@ -31,6 +31,7 @@ from datasets import load_dataset
 from transformers import Wav2Vec2ProcessorWithLM
 
 from evaluate_asr import (
+    BEAM_WIDTH,
     EvalSet,
     compute_logits,
     evaluate_model,
@@ -109,7 +110,7 @@ def tune_decoder(
     betas: Iterable[float],
     unk_score_offsets: Iterable[float] = (-10.0,),
     num_workers: int = 1,
-    beam_width: int = 100,
+    beam_width: int = BEAM_WIDTH,
 ) -> list[dict[str, float]]:
     """Grid search of alpha, beta and unk_score_offset by WER (then CER) on `references`; sets the best point on the
     decoder and returns every point tried, best first."""
@@ -161,10 +162,10 @@ def build_lm_processor(
     unk_score_offset: float = -10.0,
     tune_on: EvalSet | None = None,
     alpha_grid: Iterable[float] = (0.3, 0.5, 0.8, 1.2),
-    beta_grid: Iterable[float] = (0.0, 1.0, 2.0),
+    beta_grid: Iterable[float] = (1.0, 2.0, 3.0, 4.0),
     unk_score_offset_grid: Iterable[float] = (-10.0, -20.0),
     num_workers: int = 1,
-    beam_width: int = 100,
+    beam_width: int = BEAM_WIDTH,
     source: str = "given text",
 ) -> dict:
     """Estimate an `order`-gram LM on `texts` (normalised here), save the model of `model_dir` with a
@@ -283,11 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max_tune_samples", type=int, default=None, help="Tune on the first N clips only.")
     parser.add_argument("--alpha_grid", type=floats, default="0.3,0.5,0.8,1.2", help="Alphas tried by --tune_on.")
-    parser.add_argument("--beta_grid", type=floats, default="0,1,2", help="Betas tried by --tune_on.")
+    parser.add_argument("--beta_grid", type=floats, default="1,2,3,4", help="Betas tried by --tune_on.")
     parser.add_argument(
         "--unk_score_offset_grid", type=floats, default="-10,-20", help="unk_score_offsets tried by --tune_on."
     )
-    parser.add_argument("--beam_width", type=int, default=100, help="Beam width while tuning (default: %(default)s).")
+    parser.add_argument(
+        "--beam_width", type=int, default=BEAM_WIDTH, help="Beam width while tuning (default: %(default)s)."
+    )
     parser.add_argument(
         "--num_workers", type=int, default=os.cpu_count() or 1, help="Processes for LM decoding while tuning."
     )

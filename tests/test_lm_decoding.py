@@ -105,7 +105,10 @@ def test_pipeline_decodes_with_the_lm_in_a_fresh_process(lm_model, tmp_path):
         import numpy as np
         from transformers import pipeline
         asr = pipeline("automatic-speech-recognition", model={str(output_dir)!r}, trust_remote_code=True)
-        print(json.dumps({{"text": asr(np.load({str(tmp_path / "audio.npy")!r}))["text"], "type": asr.type}}))
+        # evaluate_asr's beam settings (the pipeline's own default is pyctcdecode's: beam 100, token_min_logp -5)
+        options = {{"beam_width": {evaluate_asr.BEAM_WIDTH}, "token_min_logp": {evaluate_asr.TOKEN_MIN_LOGP}}}
+        text = asr(np.load({str(tmp_path / "audio.npy")!r}), decoder_kwargs=options)["text"]
+        print(json.dumps({{"text": text, "type": asr.type}}))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
