@@ -23,6 +23,7 @@ from transformers import AutoConfig, PretrainedConfig, Wav2Vec2Processor, Wav2Ve
 from transformers.modeling_outputs import CausalLMOutput
 
 import audio_io
+from evaluate_asr import BEAM_WIDTH, TOKEN_MIN_LOGP
 from finetune_ctc import greedy_decode
 
 SAMPLING_RATE = 16_000
@@ -117,7 +118,8 @@ class CTCRecognizer:
 
     def decode(self, logits: list[np.ndarray]) -> list[str]:
         if self.uses_lm:
-            return [" ".join(self.processor.decode(utterance).text.split()) for utterance in logits]
+            options = {"beam_width": BEAM_WIDTH, "token_min_logp": TOKEN_MIN_LOGP}  # evaluate_asr.py's search
+            return [" ".join(self.processor.decode(utterance, **options).text.split()) for utterance in logits]
         return [greedy_decode(self.processor.tokenizer, utterance.argmax(-1)[None])[0] for utterance in logits]
 
 
