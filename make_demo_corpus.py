@@ -438,7 +438,10 @@ def _dataset_card(info: dict) -> str:
     )
     total = sum(stats[s]["clips"] for s in SPLITS)
     size_category = "n<1K" if total < 1000 else "1K<n<10K" if total < 10_000 else "10K<n<100K"
-    speakers = "\n".join(f"| {sid} | `{voice}` | {speed} | {pitch} |" for sid, voice, speed, pitch in SPEAKERS)
+    used = {sid for s in SPLITS for sid in stats[s]["speakers"]}
+    speakers = "\n".join(
+        f"| {sid} | `{voice}` | {speed} | {pitch} |" for sid, voice, speed, pitch in SPEAKERS if sid in used
+    )
     return f"""---
 language:
 - pt

@@ -128,7 +128,8 @@ def estimate_kneser_ney(sentences: Iterable[str], order: int = 4) -> KneserNeyMo
             fallback_orders.append(n + 1)
     if fallback_orders:
         logger.warning(
-            "Too little text for modified Kneser-Ney discounts at order(s) %s: using the fallback %s.",
+            "Modified Kneser-Ney discounts out of range at order(s) %s (too little text, or counts-of-counts of an "
+            "unusual shape): using lmplz's --discount_fallback values %s.",
             fallback_orders,
             FALLBACK_DISCOUNTS,
         )
