@@ -383,6 +383,17 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         wav2vec2.load_state_dict(state_dict, strict=True)
         return wav2vec2.eval() if not self.training else wav2vec2
 
+    @classmethod
+    def from_wav2vec2(cls, wav2vec2: Wav2Vec2ForCTC) -> DistilXLSRForCTC:
+        """A transformers `Wav2Vec2ForCTC` in this class, with its config fields and weights (the inverse of
+        `to_wav2vec2`); its conv front end then runs channels-last, which trains faster on a CPU."""
+        fields = {k: v for k, v in wav2vec2.config.to_dict().items() if k not in ("model_type", "architectures")}
+        config = DistilXLSRConfig(**fields, teacher_name_or_path=None)
+        model = cls(config).to(device=wav2vec2.device, dtype=wav2vec2.dtype)
+        state_dict = {k.replace("wav2vec2.", "distilxlsr.", 1): v for k, v in wav2vec2.state_dict().items()}
+        model.load_state_dict(state_dict, strict=True)
+        return model.eval() if not wav2vec2.training else model
+
 
 def min_samples_for_frames(config: Wav2Vec2Config, frames: int = 1) -> int:
     """Fewest input samples for which the conv feature encoder of `config` emits `frames` frames.

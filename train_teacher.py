@@ -90,18 +90,7 @@ def warm_start(init_from: str, output_dir: Path) -> Path:
     the 9-voice corpus had left it within a few hundred: the shipped teacher learns the 9 voices first, then all.
     """
     source = AutoModelForCTC.from_pretrained(init_from, dtype=torch.float32)
-    config = DistilXLSRConfig.from_teacher_config(
-        source.config,
-        num_hidden_layers=source.config.num_hidden_layers,
-        teacher_layers=[1],
-        vocab_size=source.config.vocab_size,
-        pad_token_id=source.config.pad_token_id,
-        mask_time_prob=source.config.mask_time_prob,  # 0 leaves out the mask embedding, as in the source
-        mask_feature_prob=source.config.mask_feature_prob,
-    )
-    model = DistilXLSRForCTC(config)
-    prefix = source.base_model_prefix + "."
-    model.load_state_dict({k.replace(prefix, "distilxlsr.", 1): v for k, v in source.state_dict().items()})
+    model = source if isinstance(source, DistilXLSRForCTC) else DistilXLSRForCTC.from_wav2vec2(source)
     model.save_pretrained(output_dir)
     for name in PROCESSOR_FILES:
         if (Path(init_from) / name).exists():

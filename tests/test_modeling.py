@@ -204,6 +204,11 @@ def test_ctc_loss_uses_pad_as_blank_and_ignores_minus_100(tiny_teacher_config, a
     exported_out = exported(audio[2], attention_mask=audio[3], labels=labels)
     torch.testing.assert_close(exported_out.logits, out.logits, **CHANNELS_LAST_TOLERANCE)
     torch.testing.assert_close(exported_out.loss, out.loss)
+    # And back: the same weights and CTC settings in this class again.
+    back = DistilXLSRForCTC.from_wav2vec2(exported)
+    assert type(back) is DistilXLSRForCTC and back.config.vocab_size == 12 and back.config.pad_token_id == 0
+    assert back.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
 def test_freeze_feature_encoder_and_gradient_checkpointing(tiny_teacher_config, audio):
