@@ -27,6 +27,34 @@ TEACHER_ARCHITECTURE_FIELDS = (
 )
 
 
+def check_teacher_layers(
+    teacher_layers: Any, teacher_depth: int | None = None, name: str = "teacher_layers"
+) -> list[int]:
+    """
+    The one check of distilled teacher layers: `teacher_layers` (a sequence, or comma-separated text such as "4,12")
+    as a list of ints in the given order, each a teacher transformer layer numbered from 1 (0 would be the conv features)
+    and, with `teacher_depth`, at most the teacher's depth.
+
+    Raises `ValueError` whose message starts with `name` (the config field, or a command-line flag).
+    """
+    try:
+        items = teacher_layers.split(",") if isinstance(teacher_layers, str) else teacher_layers
+        layers = [int(layer) for layer in items]
+    except (TypeError, ValueError):
+        layers = []
+    if not layers or min(layers) < 1:
+        raise ValueError(
+            f"{name}: expects comma-separated teacher layers numbered from 1 (e.g. 4,12), got {teacher_layers!r}"
+        )
+    too_deep = [layer for layer in layers if teacher_depth is not None and layer > teacher_depth]
+    if too_deep:
+        raise ValueError(
+            f"{name} {layers}: layer(s) {too_deep} do not exist: the teacher has only {teacher_depth} layers, "
+            f"numbered 1..{teacher_depth} (0 would be the convolutional features)."
+        )
+    return layers
+
+
 class DistilXLSRConfig(Wav2Vec2Config):
     r"""
     Configuration of a [`DistilXLSRModel`]: a shallow wav2vec2 encoder with one prediction head per distilled teacher
@@ -82,11 +110,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
     feat_proj_layer_norm: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
-        self.teacher_layers = [int(layer) for layer in self.teacher_layers]
-        if any(layer < 1 for layer in self.teacher_layers):
-            raise ValueError(
-                f"`teacher_layers` must hold teacher transformer layers numbered from 1, got {self.teacher_layers}."
-            )
+        self.teacher_layers = check_teacher_layers(self.teacher_layers)
         self.teacher_hidden_size = self.teacher_hidden_size or self.hidden_size
         self.prediction_head_inter_dim = self.prediction_head_inter_dim or self.hidden_size
         super().__post_init__(**kwargs)
@@ -105,12 +129,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
         than its teacher (its layers are copied from the teacher's).
         """
         teacher_depth = teacher_config.num_hidden_layers
-        bad_layers = [layer for layer in teacher_layers if not 1 <= int(layer) <= teacher_depth]
-        if bad_layers:
-            raise ValueError(
-                f"teacher_layers {list(teacher_layers)}: layer(s) {bad_layers} do not exist in the teacher, whose "
-                f"transformer layers are numbered 1..{teacher_depth} (0 would be the convolutional features)."
-            )
+        teacher_layers = check_teacher_layers(teacher_layers, teacher_depth)
         if num_hidden_layers > teacher_depth:
             raise ValueError(
                 f"num_hidden_layers={num_hidden_layers} exceeds the teacher's {teacher_depth} layers; the student's "
@@ -135,4 +154,4 @@ class DistilXLSRConfig(Wav2Vec2Config):
 DistilXLSRConfig.register_for_auto_class()
 AutoConfig.register("distilxlsr", DistilXLSRConfig, exist_ok=True)
 
-__all__ = ["DistilXLSRConfig"]
+__all__ = ["DistilXLSRConfig", "check_teacher_layers"]

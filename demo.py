@@ -9,7 +9,7 @@ student and (b) of the same architecture from random weights, identical recipe -
 held-out speakers and on free sentences outside the corpus's grammar, and a learning-curve plot.
 
 Everything here is a stand-in, and the summary says so: the teacher is a SUPERVISED STAND-IN of XLSR-53's
-architecture family trained by this project (`train_teacher.py`; shipped in teachers/, the real XLSR-53 needs the Hub
+architecture family trained by this project (`stand_ins/train_teacher.py`; shipped in teachers/, the real XLSR-53 needs the Hub
 and is self-supervised), and the corpus is SYNTHETIC Brazilian Portuguese speech (espeak-ng). The same scripts,
 pointed at facebook/wav2vec2-large-xlsr-53 and real corpora, are the real recipe (see README.md).
 """
@@ -25,6 +25,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from distilxlsr_pt.cards import set_card_section
+from distilxlsr_pt.results import read_results, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent
 TEACHER_DIR = REPO_ROOT / "teachers" / "supervised-stand-in"
@@ -54,7 +57,7 @@ SETTINGS = {
     },
 }  # fmt: skip
 STAND_IN_NOTE = (
-    "STAND-INS: a SUPERVISED stand-in teacher of XLSR-53's family (trained by train_teacher.py, not XLSR-53), "
+    "STAND-INS: a SUPERVISED stand-in teacher of XLSR-53's family (trained by stand_ins/train_teacher.py, not XLSR-53), "
     "a SYNTHETIC espeak-ng corpus"
 )
 
@@ -78,7 +81,7 @@ def run(command: list[str], log: Path) -> float:
 
 def build_data(corpus_dir: Path, free_speech_dir: Path) -> dict:
     """The demo corpus and the free-speech test set (seconds; skipped when already built)."""
-    from make_demo_corpus import build_corpus, build_free_speech_set
+    from distilxlsr_pt.demo_corpus import build_corpus, build_free_speech_set
 
     info = build_corpus(corpus_dir)
     build_free_speech_set(free_speech_dir)
@@ -91,15 +94,15 @@ def ensure_teacher(teacher_dir: Path, corpus_dir: Path, log: Path) -> float:
     if (teacher_dir / "config.json").exists():
         print(f"\nTeacher: {teacher_dir} (shipped; remake it with the commands in its README.md)")
         return 0.0
-    from make_demo_corpus import build_corpus
-    from train_teacher import SHIPPED_STAGE_1_VOICES, SHIPPED_STAGE_2_ARGS
+    from distilxlsr_pt.demo_corpus import build_corpus
+    from distilxlsr_pt.stand_ins import SHIPPED_STAGE_1_VOICES, SHIPPED_STAGE_2_ARGS
 
     few_voices_corpus = corpus_dir.with_name(f"{corpus_dir.name}_{SHIPPED_STAGE_1_VOICES}_voices")
     stage_1 = teacher_dir.with_name(f"{teacher_dir.name}-stage-1")
     build_corpus(few_voices_corpus, num_train_voices=SHIPPED_STAGE_1_VOICES)
-    seconds = run([sys.executable, "train_teacher.py", "--data_dir", str(few_voices_corpus),
+    seconds = run([sys.executable, "stand_ins/train_teacher.py", "--data_dir", str(few_voices_corpus),
                    "--output_dir", str(stage_1)], log.with_suffix(".stage-1.log"))  # fmt: skip
-    return seconds + run([sys.executable, "train_teacher.py", "--data_dir", str(corpus_dir), "--init_from",
+    return seconds + run([sys.executable, "stand_ins/train_teacher.py", "--data_dir", str(corpus_dir), "--init_from",
                           str(stage_1), "--output_dir", str(teacher_dir), *SHIPPED_STAGE_2_ARGS], log)  # fmt: skip
 
 
@@ -137,12 +140,12 @@ def finetune(
     model_dir: Path, corpus_dir: Path, asr_dir: Path, labelled: int, settings: dict, note: str, log: Path, *extra: str
 ) -> float:
     """CTC fine-tuning on the first `labelled` training clips (the rest of the corpus stays unlabelled)."""
-    from train_teacher import precision_args
+    from distilxlsr_pt.cli import precision_flags
 
     command = ["finetune_ctc.py", "--model_name_or_path", str(model_dir), "--data_dir", str(corpus_dir),
                "--output_dir", str(asr_dir), "--overwrite_output_dir", "--max_train_samples", str(labelled),
                "--report_to", "none", "--eval_strategy", "steps", "--save_strategy", "no",
-               "--dataloader_num_workers", "1", "--model_card_note", note, *precision_args(),
+               "--dataloader_num_workers", "1", "--model_card_note", note, *precision_flags(),
                *settings["finetune"], *extra]  # fmt: skip
     return run([sys.executable, *command], log)
 
@@ -153,7 +156,7 @@ def score_free_speech(asr_dir: Path, free_speech_dir: Path, output_dir: Path, lo
                "--output_dir", str(output_dir), "--overwrite_output_dir", "--do_predict", "--report_to", "none",
                "--num_examples_to_print", "3"]  # fmt: skip
     run([sys.executable, *command], log)
-    return json.loads((output_dir / "all_results.json").read_text())
+    return read_results(output_dir, "all")
 
 
 def learning_curve(asr_dir: Path) -> list[tuple[int, float]]:
@@ -206,11 +209,8 @@ def comparison_table(summary: dict) -> str:
 def add_comparison_to_card(asr_dir: Path, table: str, plot: Path) -> None:
     """Append the distilled-vs-scratch comparison, with the plot, to the fine-tuned model's card."""
     shutil.copy(plot, asr_dir / plot.name)
-    card = asr_dir / "README.md"
-    card.write_text(
-        card.read_text(encoding="utf-8")
-        + f"\n## Distilled vs from scratch ({STAND_IN_NOTE})\n\n{table}\n\n![learning curves]({plot.name})\n",
-        encoding="utf-8",
+    set_card_section(
+        asr_dir, f"## Distilled vs from scratch ({STAND_IN_NOTE})", f"{table}\n\n![learning curves]({plot.name})"
     )
 
 
@@ -297,16 +297,16 @@ def main(argv: list[str] | None = None) -> dict:
     minutes["free-speech scoring"] = (time.time() - stage) / 60
 
     # 6. Summary, plot, card.
-    teacher = json.loads((teacher_dir / "teacher_results.json").read_text())
+    teacher = read_results(teacher_dir, "teacher")
     summary = {
         "teacher": {k: teacher[k] for k in ("teacher_kind", "test_wer", "test_cer", "eval_wer", "eval_cer") if k in teacher},
         "teacher_kind": teacher["teacher_kind"],
         "stand_ins": STAND_IN_NOTE,
         "train_clips": train_clips,
         "labelled_train_clips": labelled,
-        "distill": {k: v for k, v in json.loads((student_dir / "distill_results.json").read_text()).items() if k != "log_history"},
-        "asr": json.loads((asr_dir / "all_results.json").read_text()),
-        "scratch_asr": json.loads((scratch_asr_dir / "all_results.json").read_text()),
+        "distill": {k: v for k, v in read_results(student_dir, "distill").items() if k != "log_history"},
+        "asr": read_results(asr_dir, "all"),
+        "scratch_asr": read_results(scratch_asr_dir, "all"),
         "free_speech": free_speech,
         "learning_curves": {"distilled": learning_curve(asr_dir), "scratch": learning_curve(scratch_asr_dir)},
         "minutes": minutes,
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{labelled} labelled clips (stand-ins: supervised teacher, synthetic speech)",
     )  # fmt: skip
     add_comparison_to_card(asr_dir, table, plot)
-    (output_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(output_dir / "demo_summary.json", summary)
     paths = {"teacher": teacher_dir, "distilled student + card": student_dir, "speech recogniser + card": asr_dir,
              "scratch recogniser": scratch_asr_dir, "learning curves": plot, "summary": output_dir / "demo_summary.json"}  # fmt: skip
     print_summary(summary, table, paths)

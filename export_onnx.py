@@ -6,142 +6,42 @@ HuBERT CTC checkpoint) to ONNX, optionally int8-quantised for ONNX Runtime on a 
 
 The output folder holds `model.onnx` (fp32; inputs `input_values` and, for layer-norm front ends, `attention_mask`,
 both `(batch, samples)` with any batch size and length; output `logits`), `model_int8.onnx` with `--quantize int8`,
-a plain `Wav2Vec2Config` (`config.json`, no remote code needed) and the processor files (with `language_model/` when
-the model has one). Transcribe with `onnx_ctc.load_ctc_model(OUTPUT_DIR, backend="onnx", dtype="int8")`.
-
-How: a DistilXLSR student is first turned into transformers' `Wav2Vec2ForCTC` (`to_wav2vec2()`); the weight norm of the
-positional conv is folded into a plain weight (ONNX Runtime's quantiser refuses it otherwise); a layer-norm conv front
-end is exported channels-last, as strided slices and one matrix product per layer (the `as_strided` windows of the
-eager model do not export), so that int8 quantisation turns it into int8 GEMMs. Quantisation is ONNX Runtime's
-dynamic quantisation of the matrix products (weights int8 per channel, activations quantised on the fly); the
-convolutions left (the positional conv, a group-norm front end) stay fp32, since ONNX Runtime's int8 `ConvInteger`
-measured slower than its fp32 `Conv` here. The script ends by checking the exported logits against PyTorch's.
+a plain `Wav2Vec2Config` (`config.json`, no remote code needed), the processor files (with `language_model/` when
+the model has one) and `export_results.json` (the largest |ONNX - PyTorch| logit of each graph: the script ends by
+checking the exported logits against PyTorch's). Transcribe with
+`distilxlsr_pt.inference.load_recognizer(OUTPUT_DIR, backend="onnx", dtype="int8")`. How the export works:
+`distilxlsr_pt/onnx_export.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch.nn.utils import parametrize
-from transformers import AutoModelForCTC, PreTrainedModel, Wav2Vec2Processor
-
-from modeling_distilxlsr import DistilXLSRFeatureEncoder
-from onnx_ctc import ONNX_FILE_NAMES, ONNXModelForCTC
-
-logger = logging.getLogger(__name__)
-
-# Files of a model folder that are not the processor's (weights, code, training records).
-NOT_PROCESSOR_FILES = (
-    "config.json",
-    "all_results.json",
-    "train_results.json",
-    "eval_results.json",
-    "trainer_state.json",
+from distilxlsr_pt.cli import add_trust_remote_code, build_parser
+from distilxlsr_pt.inference import ONNX_FILE_NAMES
+from distilxlsr_pt.models import load_ctc_weights
+from distilxlsr_pt.onnx_export import (
+    export,
+    exportable_model,
+    max_logit_difference,
+    quantize_int8,
+    save_processor_files,
 )
+from distilxlsr_pt.results import write_results
+
+logger = logging.getLogger("export_onnx")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = build_parser(__doc__)
     parser.add_argument("--model_name_or_path", required=True, help="A CTC model folder or Hub id.")
     parser.add_argument("--output_dir", required=True, help="Where to write model.onnx and the processor files.")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="Also write model_int8.onnx.")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset version.")
-    parser.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=True)
+    add_trust_remote_code(parser)
     return parser.parse_args(argv)
-
-
-def exportable_model(model: PreTrainedModel) -> PreTrainedModel:
-    """The CTC `model` as plain transformers modules in eval mode, fp32, ready for `torch.onnx.export`: a DistilXLSR
-    student as `Wav2Vec2ForCTC`, the positional conv's weight norm folded, a layer-norm conv front end channels-last."""
-    if hasattr(model, "to_wav2vec2"):  # a DistilXLSR student (also when loaded as remote code)
-        model = model.to_wav2vec2()
-    model = model.float().eval()
-    backbone = model.base_model
-    positional_conv = backbone.encoder.pos_conv_embed.conv
-    if parametrize.is_parametrized(positional_conv, "weight"):
-        parametrize.remove_parametrizations(positional_conv, "weight", leave_parametrized=True)
-    elif hasattr(positional_conv, "weight_g"):  # the old `torch.nn.utils.weight_norm`
-        torch.nn.utils.remove_weight_norm(positional_conv)
-    if backbone.config.feat_extract_norm == "layer":
-        front_end = DistilXLSRFeatureEncoder(backbone.config)
-        front_end.load_state_dict(backbone.feature_extractor.state_dict())
-        backbone.feature_extractor = front_end.eval()
-    return model
-
-
-def export(model: PreTrainedModel, path: Path, opset: int, with_attention_mask: bool) -> None:
-    """Write `model` to `path` as ONNX with a dynamic batch size and length.
-
-    torch's TorchScript-based exporter (`dynamo=False`): checked here on lengths from 401 to 60,000 samples. The
-    `torch.export`-based one gave a graph whose channels-last front end emits one frame too few at some lengths
-    (20,000 samples), with torch 2.13.
-    """
-    generator = torch.Generator().manual_seed(0)
-    input_values = torch.randn(2, 16_000, generator=generator)
-    attention_mask = torch.ones(2, 16_000, dtype=torch.long)
-    attention_mask[1, 12_000:] = 0
-    args, names = (input_values,), ["input_values"]
-    if with_attention_mask:
-        args, names = (input_values, attention_mask), names + ["attention_mask"]
-    dynamic_axes = {name: {0: "batch", 1: "samples"} for name in names} | {"logits": {0: "batch", 1: "frames"}}
-    with warnings.catch_warnings():  # the tracer's warnings about Python values in transformers' code
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            args,
-            str(path),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes=dynamic_axes,
-            opset_version=opset,
-            dynamo=False,
-        )
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """ONNX Runtime's dynamic int8 quantisation of the matrix products (weights per output channel)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        fp32_path, int8_path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True
-    )
-
-
-def save_processor_files(model_name_or_path: str, output_dir: Path) -> None:
-    """The processor beside the ONNX model: a local folder's processor files and `language_model/` are copied as they
-    are (so a `Wav2Vec2ProcessorWithLM` stays one); a Hub model's `Wav2Vec2Processor` is saved."""
-    source = Path(model_name_or_path)
-    if not source.is_dir():
-        Wav2Vec2Processor.from_pretrained(model_name_or_path).save_pretrained(output_dir)
-        return
-    for file in source.iterdir():
-        if file.is_file() and file.suffix in (".json", ".txt") and file.name not in NOT_PROCESSOR_FILES:
-            shutil.copy2(file, output_dir / file.name)
-    if (source / "language_model").is_dir():
-        shutil.copytree(source / "language_model", output_dir / "language_model", dirs_exist_ok=True)
-    Wav2Vec2Processor.from_pretrained(output_dir)  # fails here, not at inference, if the processor is incomplete
-
-
-def max_logit_difference(model: PreTrainedModel, output_dir: Path, file_name: str) -> float:
-    """Largest |ONNX - PyTorch| logit over a padded batch of two lengths of noise."""
-    generator = torch.Generator().manual_seed(1)
-    input_values = torch.randn(2, 24_000, generator=generator)
-    attention_mask = torch.ones(2, 24_000, dtype=torch.long)
-    attention_mask[1, 17_000:] = 0
-    input_values[1, 17_000:] = 0
-    onnx_model = ONNXModelForCTC.from_pretrained(output_dir, file_name)
-    with_mask = "attention_mask" in onnx_model.input_names
-    with torch.inference_mode():
-        reference = model(input_values, attention_mask=attention_mask if with_mask else None).logits
-    logits = onnx_model(input_values, attention_mask).logits
-    valid = model._get_feat_extract_output_lengths(attention_mask.sum(-1))[:, None] > torch.arange(logits.shape[1])
-    return float(np.abs((logits - reference).numpy())[valid.numpy()].max())
 
 
 def main(argv=None) -> dict[str, float]:
@@ -150,8 +50,7 @@ def main(argv=None) -> dict[str, float]:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    model = AutoModelForCTC.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    model = exportable_model(model)
+    model = exportable_model(load_ctc_weights(args.model_name_or_path, trust_remote_code=args.trust_remote_code))
     with_attention_mask = model.config.feat_extract_norm == "layer"  # group norm ignores the mask (transformers)
     export(model, output_dir / ONNX_FILE_NAMES["fp32"], args.opset, with_attention_mask)
     model.config.save_pretrained(output_dir)
@@ -164,6 +63,7 @@ def main(argv=None) -> dict[str, float]:
         if (output_dir / file_name).is_file():
             differences[dtype] = max_logit_difference(model, output_dir, file_name)
             logger.info("Wrote %s: max |ONNX - PyTorch| logit %.2e", output_dir / file_name, differences[dtype])
+    write_results(output_dir, "export", {"max_abs_logit_difference": differences})
     return differences
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+# The checkout (library, model files, top-level scripts) and the scripts of stand_ins/ and benchmarks/.
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "stand_ins"), str(REPO_ROOT / "benchmarks")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the Hub
 
-from make_stand_in_teacher import stand_in_teacher_config  # noqa: E402
+from distilxlsr_pt.stand_ins import stand_in_teacher_config  # noqa: E402
 
 
 @pytest.fixture

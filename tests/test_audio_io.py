@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio_io import AudioDecodingError, load_audio
+from distilxlsr_pt.audio import AudioDecodingError, load_audio
 
 
 @pytest.fixture

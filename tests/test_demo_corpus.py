@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from make_demo_corpus import SPLITS, build_corpus, generate_sentences
+from distilxlsr_pt.demo_corpus import SPLITS, build_corpus, generate_sentences
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
@@ -114,7 +114,7 @@ def test_loads_with_audiofolder(corpus, tmp_path):
 
 
 def test_train_and_validation_mix_in_lexicon_sentences(corpus):
-    from make_demo_corpus import FUNCTION_WORDS, generate_lexicon_sentences, load_word_list
+    from distilxlsr_pt.demo_corpus import FUNCTION_WORDS, generate_lexicon_sentences, load_word_list
 
     info = _build(corpus)
     assert info["lexicon_sentences"] == {"train": 7, "validation": 2}  # a third of 20 and of 5
@@ -131,7 +131,7 @@ def test_train_and_validation_mix_in_lexicon_sentences(corpus):
 def test_free_speech_set_has_new_sentences_and_voices(corpus, tmp_path):
     from datasets import load_dataset
 
-    from make_demo_corpus import FREE_SENTENCES, SPEAKERS, build_free_speech_set
+    from distilxlsr_pt.demo_corpus import FREE_SENTENCES, SPEAKERS, build_free_speech_set
 
     info = build_free_speech_set(tmp_path / "free")
     assert not info["skipped"] and build_free_speech_set(tmp_path / "free")["skipped"]

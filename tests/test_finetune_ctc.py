@@ -14,21 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCardData
 from transformers import TrainingArguments, Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
 import finetune_ctc
 from configuration_distilxlsr import DistilXLSRConfig
-from finetune_ctc import (
-    CTCTrainer,
-    DataCollatorCTCWithPadding,
-    build_vocabulary,
-    greedy_decode,
-    main,
-    min_samples_for_frames,
-)
-from make_stand_in_teacher import stand_in_teacher_config
-from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
-from text_normalization import normalize_text
+from distilxlsr_pt import ctc
+from distilxlsr_pt.cards import write_card
+from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding
+from distilxlsr_pt.data import DatasetSplit
+from distilxlsr_pt.decoding import greedy_decode
+from distilxlsr_pt.stand_ins import stand_in_teacher_config
+from distilxlsr_pt.text import build_vocabulary, normalize_text
+from finetune_ctc import main
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel, min_samples_for_frames
 
 needs_tts = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
@@ -112,7 +111,10 @@ def tiny_student(path: Path) -> Path:
     teacher = Wav2Vec2Model(stand_in_teacher_config("tiny")).eval()
     config = DistilXLSRConfig.from_teacher_config(teacher.config, num_hidden_layers=2, teacher_layers=(4, 12))
     DistilXLSRModel.from_teacher(teacher, config).save_pretrained(path)
-    (path / "README.md").write_text("# Tiny student of a stand-in teacher (random weights)\n", encoding="utf-8")
+    # Its card is tagged as train_distill.py tags a student of a stand-in teacher: the one way a stand-in is read.
+    write_card(
+        path, ModelCardData(tags=["distilxlsr", "stand-in"]), "# Tiny student of a stand-in teacher (random weights)"
+    )
     return path
 
 
@@ -274,7 +276,7 @@ def test_ctc_trainer_skips_steps_with_non_finite_gradients(tmp_path, monkeypatch
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert not torch.equal(before["lm_head.weight"], model.lm_head.weight)  # the finite steps did train
 
-    monkeypatch.setattr(finetune_ctc, "MAX_NONFINITE_STEPS_IN_A_ROW", 2)
+    monkeypatch.setattr(ctc, "MAX_NONFINITE_STEPS_IN_A_ROW", 2)
     model = small_ctc_model(ctc_zero_infinity=True)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with pytest.raises(RuntimeError, match="2 steps in a row had a non-finite"):
@@ -312,7 +314,7 @@ def run_main_expecting_usage_error(args: list[str], capsys) -> str:
     ],
 )
 def test_impossible_option_values_are_usage_errors_naming_the_option(tmp_path, flags, message, capsys, monkeypatch):
-    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
     args = ["--model_name_or_path", "m", "--data_dir", "d", *common_args(tmp_path / "out", tmp_path / "cache"), *flags]
     assert message in run_main_expecting_usage_error(args, capsys)
     assert not (tmp_path / "out").exists()
@@ -332,7 +334,7 @@ def test_every_numeric_option_of_the_scripts_dataclasses_has_a_rule():
 
 @pytest.mark.parametrize("report_to", ["none", "tensorboard"])
 def test_an_unwritable_output_dir_fails_before_any_data_is_read(tmp_path, report_to, monkeypatch):
-    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
     (tmp_path / "a-file").write_text("not a folder")
     # (The tests run as root, whom permission bits do not stop: a file in the way and /sys stand in for them.)
     for output_dir, message in (
@@ -347,7 +349,7 @@ def test_an_unwritable_output_dir_fails_before_any_data_is_read(tmp_path, report
 
 
 def test_a_missing_or_empty_data_dir_fails_before_any_data_is_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
     args = ["--model_name_or_path", "m", *common_args(tmp_path / "out", tmp_path / "cache")]
     with pytest.raises(ValueError, match="--data_dir .*no-corpus: no such folder"):
         main([*args, "--data_dir", str(tmp_path / "no-corpus")])
@@ -381,7 +383,7 @@ def e2e_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data_dir = root / "corpus"
     try:  # the project's synthetic demo corpus, when that script is there and works
-        from make_demo_corpus import build_corpus
+        from distilxlsr_pt.demo_corpus import build_corpus
 
         build_corpus(data_dir, num_train=12, num_validation=4, num_test=4, num_workers=2)
     except Exception:
@@ -447,7 +449,7 @@ def test_e2e_model_card(e2e_run):
 
 
 def test_a_folder_holding_a_trained_model_is_refused_before_any_data_is_read(e2e_run, monkeypatch):
-    monkeypatch.setattr(finetune_ctc, "load_split", lambda *a: pytest.fail("data was loaded"))
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
     output_dir = e2e_run["output_dir"]
     model = (output_dir / "model.safetensors").read_bytes()
     args = ["--model_name_or_path", str(e2e_run["student"]), "--data_dir", str(e2e_run["data_dir"]), "--max_steps", "1",
@@ -586,7 +588,7 @@ def test_overfits_a_handful_of_clips(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 def test_teacher_checkpoint_fine_tunes_too(e2e_run, tmp_path):
     """A plain wav2vec2 checkpoint (the stand-in teacher, with its own feature extractor) fine-tunes the same way."""
-    from make_stand_in_teacher import make_stand_in_teacher
+    from distilxlsr_pt.stand_ins import make_stand_in_teacher
 
     teacher = make_stand_in_teacher(tmp_path / "teacher", size="tiny")
     output_dir = tmp_path / "out"

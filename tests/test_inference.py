@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from configuration_distilxlsr import DistilXLSRConfig
-from make_stand_in_teacher import stand_in_teacher_config
+from distilxlsr_pt.stand_ins import stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRFeatureEncoder, DistilXLSRForCTC
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,8 @@ def test_onnx_logits_match_pytorch_in_a_fresh_process(exported, tmp_path):
         f"""
         import json, torch
         from transformers import AutoModelForCTC
-        from onnx_ctc import ONNXModelForCTC, output_frames
+        from distilxlsr_pt.decoding import output_frames
+        from distilxlsr_pt.inference import ONNXModelForCTC
         model = AutoModelForCTC.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
         generator = torch.Generator().manual_seed(3)
         input_values = torch.randn(2, 20_000, generator=generator)
@@ -135,7 +136,7 @@ def test_onnx_logits_match_pytorch_in_a_fresh_process(exported, tmp_path):
 
 
 def test_recognizer_transcribes_paths_and_arrays_with_each_backend(exported, tmp_path):
-    """load_ctc_model: torch fp32 / bf16 and onnx fp32 / int8 give text for a wav path and an array; torch fp32 and
+    """load_recognizer: torch fp32 / bf16 and onnx fp32 / int8 give text for a wav path and an array; torch fp32 and
     onnx fp32 give the same text, and the ONNX folder needs no project code to hold its processor."""
     import soundfile
 
@@ -145,29 +146,31 @@ def test_recognizer_transcribes_paths_and_arrays_with_each_backend(exported, tmp
     outputs = run_fresh(
         f"""
         import json, numpy as np
-        from onnx_ctc import load_ctc_model
+        from distilxlsr_pt.inference import load_recognizer
         audio = np.random.default_rng(0).standard_normal(24_000).astype(np.float32) * 0.1
         result = {{}}
         for backend, dtype, path in (("torch", "fp32", {str(model_dir)!r}), ("torch", "bf16", {str(model_dir)!r}),
                                      ("onnx", "fp32", {str(output_dir)!r}), ("onnx", "int8", {str(output_dir)!r})):
-            asr = load_ctc_model(path, backend=backend, dtype=dtype)
+            asr = load_recognizer(path, backend=backend, dtype=dtype)
             texts = asr(["clip.wav", audio[:9_000], audio], batch_size=2)
             result[backend + "_" + dtype] = [asr("clip.wav")["text"]] + [t["text"] for t in texts]
         print(json.dumps(result))
         """,
         tmp_path,
     )
-    for texts in outputs.values():
+    for name, texts in outputs.items():
         assert all(isinstance(text, str) for text in texts)
-        assert texts[0] == texts[1]  # alone or in a padded batch
+        # Alone or in a padded batch. Not for int8: dynamic quantisation scales activations over the whole batch, so
+        # another clip in the batch can move an argmax (measured on this test's random model, 2026-12-01).
+        assert texts[0] == texts[1] or name == "onnx_int8", name
     assert outputs["torch_fp32"] == outputs["onnx_fp32"]
     assert any(outputs["torch_fp32"])  # random logits: not all blank
 
 
 def test_export_of_a_plain_transformers_group_norm_model(tmp_path):
     """A transformers Wav2Vec2ForCTC with wav2vec2-base's group-norm front end exports without an attention mask."""
+    from distilxlsr_pt.inference import ONNXModelForCTC
     from export_onnx import main
-    from onnx_ctc import ONNXModelForCTC
 
     torch.manual_seed(0)
     config = Wav2Vec2Config(
@@ -218,7 +221,6 @@ def test_compare_precisions_scores_each_precision(exported, tmp_path):
     import csv
 
     import soundfile
-
     from compare_precisions import main
 
     model_dir, output_dir = exported
@@ -234,7 +236,7 @@ def test_compare_precisions_scores_each_precision(exported, tmp_path):
     results = main(
         [
             "--model_name_or_path", str(model_dir), "--onnx_dir", str(output_dir), "--data_dir", str(tmp_path / "corpus"),
-            "--cache_dir", str(tmp_path / "cache"), "--batch_size", "2", "--json", str(tmp_path / "precisions.json"),
+            "--cache_dir", str(tmp_path / "cache"), "--batch_size", "2", "--output_dir", str(tmp_path / "precisions"),
         ]
     )  # fmt: skip
     assert set(results) == {"fp32", "bf16", "onnx_fp32", "onnx_int8"}
@@ -242,5 +244,5 @@ def test_compare_precisions_scores_each_precision(exported, tmp_path):
         assert result["cer"] > 0 and result["wer"] > 0  # random weights cannot be right
     assert results["onnx_fp32"]["cer"] == results["fp32"]["cer"]
     assert results["onnx_fp32"]["example"] == results["fp32"]["example"]
-    saved = json.loads((tmp_path / "precisions.json").read_text())
+    saved = json.loads((tmp_path / "precisions" / "precision_results.json").read_text())
     assert saved["clips"] == 3 and saved["audio_s"] == pytest.approx(2.3)

@@ -15,7 +15,8 @@ import torch
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 from configuration_distilxlsr import DistilXLSRConfig
-from finetune_ctc import build_vocabulary, error_rates
+from distilxlsr_pt.decoding import error_rates
+from distilxlsr_pt.text import build_vocabulary
 from modeling_distilxlsr import DistilXLSRForCTC
 
 pytest.importorskip("kenlm")
@@ -23,6 +24,10 @@ pytest.importorskip("pyctcdecode")
 
 import add_ngram_lm  # noqa: E402
 import evaluate_asr  # noqa: E402
+from distilxlsr_pt import decoding, evaluation, lm  # noqa: E402
+from distilxlsr_pt.cli import eval_dataset_splits  # noqa: E402
+from distilxlsr_pt.data import DatasetSplit  # noqa: E402
+from distilxlsr_pt.models import load_ctc_model  # noqa: E402
 
 SENTENCES = ["o gato come peixe", "a menina bebe água", "o cão dorme muito", "a vó come pão", "o menino bebe leite"]
 
@@ -71,7 +76,7 @@ def lm_model(tmp_path_factory):
     text_file.write_text("\n".join(s.upper() + "!" for s in SENTENCES) + "\n", encoding="utf-8")  # normalised on use
     output_dir = root / "ctc-lm"
     info = add_ngram_lm.main(
-        ["--model_name_or_path", str(model_dir), "--text_file", str(text_file), "--order", "3",
+        ["--model_name_or_path", str(model_dir), "--text_file", str(text_file), "--lm_order", "3",
          "--output_dir", str(output_dir), "--alpha", "2.0", "--beta", "0.5"]
     )  # fmt: skip
     return {"root": root, "model_dir": model_dir, "output_dir": output_dir, "info": info}
@@ -106,7 +111,7 @@ def test_pipeline_decodes_with_the_lm_in_a_fresh_process(lm_model, tmp_path):
         from transformers import pipeline
         asr = pipeline("automatic-speech-recognition", model={str(output_dir)!r}, trust_remote_code=True)
         # evaluate_asr's beam settings (the pipeline's own default is pyctcdecode's: beam 100, token_min_logp -5)
-        options = {{"beam_width": {evaluate_asr.BEAM_WIDTH}, "token_min_logp": {evaluate_asr.TOKEN_MIN_LOGP}}}
+        options = {{"beam_width": {decoding.BEAM_WIDTH}, "token_min_logp": {decoding.TOKEN_MIN_LOGP}}}
         text = asr(np.load({str(tmp_path / "audio.npy")!r}), decoder_kwargs=options)["text"]
         print(json.dumps({{"text": text, "type": asr.type}}))
         """
@@ -119,20 +124,20 @@ def test_pipeline_decodes_with_the_lm_in_a_fresh_process(lm_model, tmp_path):
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["type"] == "ctc_with_lm"
 
-    model, processor = evaluate_asr.load_ctc_model(str(output_dir))
-    logits = evaluate_asr.compute_logits(model, processor, [audio])
-    greedy = evaluate_asr.greedy_transcripts(processor, logits)[0]
-    decoder = evaluate_asr.load_lm_decoder(output_dir)
-    with_lm = evaluate_asr.lm_transcripts(decoder, logits)[0]
+    model, processor = load_ctc_model(str(output_dir))
+    logits = evaluation.compute_logits(model, processor, [audio])
+    greedy = decoding.greedy_transcripts(processor.tokenizer, logits)[0]
+    decoder = decoding.load_lm_decoder(output_dir)
+    with_lm = decoding.lm_transcripts(decoder, logits)[0]
     assert output["text"] == with_lm
     assert with_lm != greedy
 
 
 def test_alpha_beta_tuning_picks_the_best_grid_point(lm_model, tmp_path):
     tune_dir = noise_audiofolder(tmp_path / "tune", SENTENCES[:4], seed=1, split="validation")
-    info = add_ngram_lm.build_lm_processor(
+    info = lm.build_lm_processor(
         lm_model["model_dir"], SENTENCES, tmp_path / "tuned", order=2,
-        tune_on=evaluate_asr.EvalSet(str(tune_dir), split="validation"), alpha_grid=(0.1, 3.0), beta_grid=(0.0, 4.0),
+        tune_on=DatasetSplit(str(tune_dir), split="validation"), alpha_grid=(0.1, 3.0), beta_grid=(0.0, 4.0),
         unk_score_offset_grid=(-10.0, -25.0),
     )  # fmt: skip
     trials = info["trials"]
@@ -154,7 +159,7 @@ def test_evaluate_asr_on_two_audiofolders(lm_model, tmp_path):
         ["--model_name_or_path", str(output_dir), "--dataset_name", f"{first},{second}", "--output_dir", str(out),
          "--batch_size", "2", "--num_workers", "1", "--update_model_card"]
     )  # fmt: skip
-    saved = json.loads((out / "eval_results.json").read_text())
+    saved = json.loads((out / "evaluation_results.json").read_text())
     assert set(saved) == {"first (test)", "second (test)", "average"}
     for label in ("first (test)", "second (test)"):
         assert set(saved[label]) >= {"wer", "cer", "wer_lm", "cer_lm", "rtf", "rtf_lm"}
@@ -165,7 +170,7 @@ def test_evaluate_asr_on_two_audiofolders(lm_model, tmp_path):
     )
 
     # the greedy WER equals one computed clip by clip, unbatched, from the model directly
-    model, processor = evaluate_asr.load_ctc_model(str(output_dir))
+    model, processor = load_ctc_model(str(output_dir))
     references, predictions = [], []
     for row in (first / "test" / "metadata.csv").read_text().splitlines()[1:]:
         name, text = row.split(",")
@@ -178,7 +183,7 @@ def test_evaluate_asr_on_two_audiofolders(lm_model, tmp_path):
     assert saved["first (test)"]["wer"] == pytest.approx(error_rates(references, predictions)["wer"])
     assert results == saved
 
-    table = (out / "eval_results.md").read_text()
+    table = (out / "evaluation_results.md").read_text()
     assert table.count("\n") == 5 and "| average |" in table and "WER with LM (%)" in table
     card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert "## Evaluation (evaluate_asr.py)" in card and "## Language model (add_ngram_lm.py)" in card
@@ -189,10 +194,10 @@ def test_evaluate_asr_on_two_audiofolders(lm_model, tmp_path):
         "second (local audiofolder)",
         "Test CER (%)",
     ) in names
-    evaluate_asr.update_model_card(
+    evaluation.update_model_card(
         output_dir,
         results,
-        evaluate_asr.parse_eval_sets(
+        eval_dataset_splits(
             evaluate_asr.build_parser().parse_args(
                 ["--model_name_or_path", str(output_dir), "--dataset_name", f"{first},{second}"]
             )
@@ -224,7 +229,7 @@ def test_finetune_ctc_lm_text_file_adds_the_lm_and_scores_the_test_split_both_wa
     for key in ("test_wer_lm", "test_cer_lm", "test_wer_greedy", "lm_alpha", "lm_beta"):
         assert saved[key] == results[key], key
     assert saved["test_wer_greedy"] == pytest.approx(saved["test_wer"])  # the same greedy score by both paths
-    info = json.loads((output_dir / "lm_info.json").read_text())
+    info = json.loads((output_dir / "lm_results.json").read_text())
     assert info["tuned_on"] == "corpus (validation)" and info["alpha"] == saved["lm_alpha"]
     card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert "## Language model (add_ngram_lm.py)" in card and "Test WER with LM (%)" in card

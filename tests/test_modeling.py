@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from configuration_distilxlsr import DistilXLSRConfig
-from make_stand_in_teacher import stand_in_teacher_config
+from distilxlsr_pt.stand_ins import stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRFeatureEncoder, DistilXLSRForCTC, DistilXLSRModel
 
 # The student's channels-last front end computes transformers' convolutions in another order: equal up to rounding.

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from ngram_lm import BOS, EOS, UNK, estimate_kneser_ney, write_kneser_ney_arpa
+from distilxlsr_pt.ngram import BOS, EOS, UNK, estimate_kneser_ney, write_kneser_ney_arpa
 
 kenlm = pytest.importorskip("kenlm")
 

@@ -12,7 +12,8 @@ import torch
 from conftest import REPO_ROOT
 from transformers import Wav2Vec2Model
 
-import convert_s3prl_checkpoint as convert
+import convert_s3prl_checkpoint
+from distilxlsr_pt import s3prl as convert
 from modeling_distilxlsr import DistilXLSRModel
 
 TOLERANCE = 1e-4
@@ -153,11 +154,13 @@ def test_converted_s3prl_checkpoint_computes_what_s3prl_computes(tmp_path, disti
 @pytest.mark.parametrize("distiller_config", [DISTILHUBERT_SHAPED, XLSR_SHAPED], ids=["distilhubert", "xlsr"])
 def test_round_trip_hf_to_s3prl_to_hf_is_exact(tmp_path, distiller_config):
     original = s3prl_checkpoint(tmp_path / "s3prl.ckpt", distiller_config)
-    convert.main(["--s3prl_checkpoint", str(original), "--output_dir", str(tmp_path / "hf")])
-    convert.main(
+    convert_s3prl_checkpoint.main(["--s3prl_checkpoint", str(original), "--output_dir", str(tmp_path / "hf")])
+    convert_s3prl_checkpoint.main(
         ["--model_name_or_path", str(tmp_path / "hf"), "--output_s3prl_checkpoint", str(tmp_path / "back.ckpt")]
     )
-    convert.main(["--s3prl_checkpoint", str(tmp_path / "back.ckpt"), "--output_dir", str(tmp_path / "hf2")])
+    convert_s3prl_checkpoint.main(
+        ["--s3prl_checkpoint", str(tmp_path / "back.ckpt"), "--output_dir", str(tmp_path / "hf2")]
+    )
 
     first, second = DistilXLSRModel.from_pretrained(tmp_path / "hf"), DistilXLSRModel.from_pretrained(tmp_path / "hf2")
     assert first.config.to_diff_dict() == second.config.to_diff_dict()
@@ -217,7 +220,9 @@ def test_students_s3prl_cannot_represent_are_refused_on_export(tiny_teacher_conf
     student.save_pretrained(tmp_path / "student")
     exported = tmp_path / "student.ckpt"
     with pytest.raises(ValueError, match="conv_bias.*hf_wav2vec2_custom"):
-        convert.main(["--model_name_or_path", str(tmp_path / "student"), "--output_s3prl_checkpoint", str(exported)])
+        convert_s3prl_checkpoint.main(
+            ["--model_name_or_path", str(tmp_path / "student"), "--output_s3prl_checkpoint", str(exported)]
+        )
     assert not exported.exists()
     config = copy.deepcopy(student.config)
     config.conv_bias = False
@@ -243,7 +248,7 @@ def test_prediction_heads_start_as_s3prl_heads_do(tiny_teacher_config):
 def test_teachers_last_layer_is_distilled_after_its_final_layer_norm(tiny_teacher_config, audio, stable_layer_norm):
     """s3prl (and transformers 4) hand out a stable-layer-norm teacher's last layer after the encoder's final
     LayerNorm; transformers 5's `hidden_states` hold it before. The targets follow s3prl."""
-    from train_distill import Teacher
+    from distilxlsr_pt.distillation import Teacher
 
     tiny_teacher_config.do_stable_layer_norm = stable_layer_norm
     torch.manual_seed(0)
@@ -263,7 +268,8 @@ def test_teachers_last_layer_is_distilled_after_its_final_layer_norm(tiny_teache
 def test_optimiser_defaults_are_s3prls(tiny_teacher):
     """s3prl's distiller pre-training: gradient clipping 5.0 (config_runner.yaml), AdamW weight decay 0.01 on all but
     biases (and, in intent, norms: s3prl/optimizers.py)."""
-    from train_distill import parameter_groups, parse_args
+    from distilxlsr_pt.distillation import parameter_groups
+    from train_distill import parse_args
 
     args = parse_args(["--teacher_name_or_path", "t", "--dataset_name", "d", "--output_dir", "o"])
     assert args.max_grad_norm == 5.0 and args.weight_decay == 0.01

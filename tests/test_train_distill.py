@@ -15,10 +15,11 @@ from huggingface_hub import ModelCard
 from transformers import Wav2Vec2Model
 
 import train_distill
-from make_demo_corpus import build_corpus
-from make_stand_in_teacher import make_stand_in_teacher
+from distilxlsr_pt.demo_corpus import build_corpus
+from distilxlsr_pt.distillation import Teacher, distillation_forward, distillation_loss, list_checkpoints
+from distilxlsr_pt.stand_ins import make_stand_in_teacher
 from modeling_distilxlsr import DistilXLSRModel
-from train_distill import Teacher, distillation_forward, distillation_loss, list_checkpoints, main
+from train_distill import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -216,7 +217,7 @@ def test_a_missing_or_empty_data_dir_fails_before_the_teacher_loads(teacher_dir,
 
 
 def test_a_half_written_checkpoint_alone_is_not_a_run(tmp_path):
-    from run_checks import check_output_dir
+    from distilxlsr_pt.checks import check_output_dir
 
     (tmp_path / "checkpoints" / "checkpoint-3.tmp").mkdir(parents=True)  # a save killed before its rename
     assert check_output_dir(tmp_path, train_distill.RUN_FILES, overwrite=False, resuming=False) == []

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import train_teacher
 from safetensors import safe_open
 
 import train_distill
-import train_teacher
-from make_demo_corpus import build_corpus
+from distilxlsr_pt.demo_corpus import build_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Start-of-run checks shared by train_distill.py and finetune_ctc.py: numeric options and `--output_dir`.
+"""Start-of-run checks shared by the scripts: numeric options, `--data_dir` and `--output_dir`.
 
 A run must fail in its first second, not after hours, on an impossible option value or an output folder that cannot
 be written; and it must never silently overwrite, or mix its checkpoints with, a previous run in the same folder.
@@ -13,6 +13,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+# A training run stops with an error after this many optimizer steps in a row with a non-finite loss or gradient
+# (each one skipped, so the weights are unharmed).
+MAX_NONFINITE_STEPS_IN_A_ROW = 25
 
 # Rules for numeric options: a test and what the value must be.
 POSITIVE = (lambda value: value > 0, "> 0")

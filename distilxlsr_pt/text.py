@@ -1,4 +1,5 @@
-"""Brazilian Portuguese transcript normalisation, shared by CTC training and WER/CER evaluation.
+"""Brazilian Portuguese transcripts: their normalisation (shared by CTC training, decoding and WER/CER scoring) and the
+character vocabulary of a CTC tokenizer.
 
 The same function prepares training targets and evaluation references, so that a recogniser is scored against text in
 the form it was trained to produce: Unicode NFC, lower case, accented letters kept (á à â ã é ê í ó ô õ ú ü ç),
@@ -51,4 +52,20 @@ def normalize_text(text: str | None, chars_to_ignore: Iterable[str] | None = DEF
     return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
-__all__ = ["DEFAULT_CHARS_TO_IGNORE", "chars_to_ignore_regex", "normalize_text"]
+def build_vocabulary(
+    texts: Iterable[str], word_delimiter_token: str = "|", unk_token: str = "[UNK]", pad_token: str = "[PAD]"
+) -> dict[str, int]:
+    """Character vocabulary of (normalised) transcripts for a `Wav2Vec2CTCTokenizer`.
+
+    `pad_token` gets id 0 (it doubles as the CTC blank), `unk_token` 1, `word_delimiter_token` (standing for the space)
+    2, then every other character of `texts` in sorted order.
+    """
+    characters = set()
+    for text in texts:
+        characters.update(text)
+    characters -= {" ", word_delimiter_token, unk_token, pad_token}
+    tokens = [pad_token, unk_token, word_delimiter_token, *sorted(characters)]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+__all__ = ["DEFAULT_CHARS_TO_IGNORE", "build_vocabulary", "chars_to_ignore_regex", "normalize_text"]

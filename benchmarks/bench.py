@@ -6,9 +6,9 @@ weights): the teacher is facebook/wav2vec2-large-xlsr-53's exact architecture, t
 same student exported with `to_wav2vec2()`. Timings interleave the contenders and take the median of several repeats
 after a warm-up, so ratios measured in one run hold on a noisy machine.
 
-    python bench.py --json bench.json
-    python bench.py --device cuda --dtype bf16 --json bench_gpu.json
-    python bench.py --only inference --json bench_inference.json   # only the cheap-inference rows (a few minutes)
+    python benchmarks/bench.py --output_dir benchmarks                  # benchmarks/bench_results.json
+    python benchmarks/bench.py --device cuda --dtype bf16 --output_dir outputs/bench-gpu
+    python benchmarks/bench.py --only inference --output_dir benchmarks # bench_inference_results.json (minutes)
 
 The cheap-inference rows time the student as a CTC recogniser (40 outputs) on 10 s of audio: torch fp32, torch bf16
 (weights cast to bfloat16), and on a CPU ONNX Runtime fp32 and int8 (export_onnx.py's graphs), interleaved with a
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
@@ -28,22 +27,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: distilxlsr_pt and the model files
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from configuration_distilxlsr import DistilXLSRConfig
-from make_stand_in_teacher import stand_in_teacher_config
+from distilxlsr_pt.audio import SAMPLING_RATE
+from distilxlsr_pt.cli import warn_deprecated
+from distilxlsr_pt.distillation import Teacher, distillation_forward
+from distilxlsr_pt.results import write_json, write_results
+from distilxlsr_pt.stand_ins import stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
-from train_distill import Teacher, distillation_forward
 
-SAMPLING_RATE = 16_000
 TEACHER_LAYERS = (4, 12)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", default=None, help="Write the results to this JSON file.")
+    parser.add_argument("--output_dir", default=None, help="Write bench_results.json (bench_inference_results.json).")
+    parser.add_argument("--json", default=None, help=argparse.SUPPRESS)  # deprecated: --output_dir
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast, teacher in bf16.")
     parser.add_argument("--durations", default="1,5,10,20", help="Forward audio lengths in seconds.")
@@ -143,7 +148,7 @@ def step_fn(variant: str, teacher_model, device, dtype, batch: torch.Tensor) -> 
 
     def run():
         with autocast(device, dtype):
-            loss, _, _ = distillation_forward(student, teacher, batch, attention_mask, share_front_end)
+            loss = distillation_forward(student, teacher, batch, attention_mask, share_front_end).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -201,10 +206,9 @@ def gemm_fn(dtype: torch.dtype, device, size: int = 2048) -> Callable[[], object
 def onnx_fns(student: DistilXLSRForCTC, audio: torch.Tensor) -> dict[str, Callable[[], object]]:
     """ONNX Runtime fp32 and int8 runs of the student, exported and quantised as export_onnx.py does."""
     import tempfile
-    from pathlib import Path
 
-    from export_onnx import export, exportable_model, quantize_int8
-    from onnx_ctc import ONNX_FILE_NAMES, ONNXModelForCTC
+    from distilxlsr_pt.inference import ONNX_FILE_NAMES, ONNXModelForCTC
+    from distilxlsr_pt.onnx_export import export, exportable_model, quantize_int8
 
     model = exportable_model(copy.deepcopy(student))
     fns = {}
@@ -383,15 +387,17 @@ def main(argv=None) -> dict:
     print(markdown(results))
     print()
     print(inference_markdown(results))
-    save_json(results, args.json)
+    save(results, args, "bench")
     return results
 
 
-def save_json(results: dict, path: str | None) -> None:
-    if path:
-        with open(path, "w") as file:
-            json.dump(results, file, indent=2)
-        print(f"\nWrote {path}")
+def save(results: dict, args: argparse.Namespace, job: str) -> None:
+    """`<output_dir>/<job>_results.json`, and the file of the deprecated `--json`."""
+    if args.output_dir:
+        print(f"\nWrote {write_results(args.output_dir, job, results)}")
+    if args.json:
+        warn_deprecated("--json", "--output_dir")
+        print(f"\nWrote {write_json(args.json, results)}")
 
 
 def inference_only(args: argparse.Namespace, device: torch.device) -> dict:
@@ -408,7 +414,7 @@ def inference_only(args: argparse.Namespace, device: torch.device) -> dict:
     }
     results |= inference_results(device, args.repeats)
     print(inference_markdown(results))
-    save_json(results, args.json)
+    save(results, args, "bench_inference")
     return results
 
 

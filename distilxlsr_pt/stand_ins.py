@@ -1,19 +1,22 @@
-"""Save a randomly initialised teacher of XLSR-53's architecture family: a stand-in for facebook/wav2vec2-large-xlsr-53.
+"""Stand-in teachers of XLSR-53's architecture family, for machines that cannot reach facebook/wav2vec2-large-xlsr-53.
 
 The Hub is out of reach on machines without internet, so tests, the demo and the benchmark distil from a stand-in:
-the same transformers class and block design as XLSR-53 (layer-norm conv front end, stable-layer-norm encoder), random
-weights, at a size you choose. Everything trained from it is named a stand-in result.
-
-    python make_stand_in_teacher.py --output_dir teachers/tiny --size tiny
+the same transformers class and block design as XLSR-53 (layer-norm conv front end, stable-layer-norm encoder), at a
+size you choose: random weights (`make_stand_in_teacher`, `stand_ins/make_stand_in_teacher.py`), or trained by
+`stand_ins/train_teacher.py` (the demo's supervised stand-in, shipped in teachers/). Everything trained from one is
+named a stand-in result, and its card is tagged `stand-in`.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+from huggingface_hub import ModelCardData
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from .cards import STAND_IN_TAG, write_card
+from .models import default_feature_extractor
 
 # facebook/wav2vec2-large-xlsr-53's architecture (BRIEF §2).
 XLSR53_ARCHITECTURE = dict(
@@ -70,29 +73,23 @@ def make_stand_in_teacher(output_dir: str | Path, size: str = "tiny", seed: int 
     torch.manual_seed(seed)
     model = Wav2Vec2Model(stand_in_teacher_config(size, **overrides))
     model.save_pretrained(output_dir)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
-    ).save_pretrained(output_dir)
+    default_feature_extractor().save_pretrained(output_dir)
     parameters = sum(p.numel() for p in model.parameters())
-    (output_dir / "README.md").write_text(
+    write_card(
+        output_dir,
+        ModelCardData(library_name="transformers", tags=[STAND_IN_TAG, "random-weights"]),
         f"# Stand-in teacher ({size}), random weights\n\n"
         "NOT facebook/wav2vec2-large-xlsr-53: a randomly initialised `Wav2Vec2Model` of XLSR-53's architecture family "
         f"(layer-norm conv front end, stable-layer-norm encoder), size `{size}`, {parameters:,} parameters, seed {seed}. "
-        "Made by `make_stand_in_teacher.py` so that DistilXLSR-PT's tests and demo run without the Hub. Anything "
-        "distilled from it is a stand-in result.\n"
+        "Made by `stand_ins/make_stand_in_teacher.py` so that DistilXLSR-PT's tests and demo run without the Hub. "
+        "Anything distilled from it is a stand-in result.",
     )
     return output_dir
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True, help="Where to save the stand-in teacher.")
-    parser.add_argument("--size", default="tiny", choices=sorted(SIZES), help="Teacher size (xlsr53 = exact arch).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the random initialisation.")
-    args = parser.parse_args()
-    path = make_stand_in_teacher(args.output_dir, size=args.size, seed=args.seed)
-    print(f"Saved a stand-in teacher ({args.size}, random weights) to {path}")
-
-
-if __name__ == "__main__":
-    main()
+# The demo's supervised stand-in teacher (teachers/supervised-stand-in) was trained in two stages by
+# stand_ins/train_teacher.py: its default recipe on the first 9 training voices (make_demo_corpus.py
+# --num_train_voices 9), then these arguments with --init_from that teacher on the full corpus.
+SHIPPED_STAGE_1_VOICES = 9
+SHIPPED_STAGE_2_ARGS = ["--max_steps", "1200", "--eval_steps", "300",
+                        "--finetune_args", "--learning_rate 1e-3 --warmup_steps 100"]  # fmt: skip

@@ -1,15 +1,17 @@
 """Cheap CTC inference: one call that turns audio into text with a PyTorch model (fp32 or bf16) or with an ONNX model
 written by export_onnx.py (fp32 or int8, run by ONNX Runtime).
 
-    from onnx_ctc import load_ctc_model
+    from distilxlsr_pt.inference import load_recognizer
 
-    asr = load_ctc_model("outputs/student-ctc-onnx", backend="onnx", dtype="int8")  # model_int8.onnx
-    asr = load_ctc_model("outputs/student-ctc", backend="torch", dtype="bf16")      # weights cast to bfloat16
+    asr = load_recognizer("outputs/student-ctc-onnx", backend="onnx", dtype="int8")  # model_int8.onnx
+    asr = load_recognizer("outputs/student-ctc", backend="torch", dtype="bf16")      # weights cast to bfloat16
     asr("clip.wav")                # {"text": "..."}; also a 16 kHz float array, or a list of either
     asr(["a.wav", "b.wav"], batch_size=2)
 
 Decoding is greedy, or beam search with the n-gram LM when the model folder has `language_model/` (pyctcdecode,
-through transformers' `Wav2Vec2ProcessorWithLM`; `decoder="greedy"` turns it off).
+through transformers' `Wav2Vec2ProcessorWithLM`; `decoder="greedy"` turns it off), by `decoding`'s decoders, with its
+transcript convention. This module is the cheap entry point: it imports neither accelerate's launcher, datasets nor
+the Trainer (tests/test_layout.py checks its imports).
 """
 
 from __future__ import annotations
@@ -22,13 +24,11 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, Wav2Vec2Processor, Wav2Vec2ProcessorWithLM
 from transformers.modeling_outputs import CausalLMOutput
 
-import audio_io
-from evaluate_asr import BEAM_WIDTH, TOKEN_MIN_LOGP
-from finetune_ctc import greedy_decode
+from .audio import SAMPLING_RATE, AudioSource, load_audio
+from .decoding import greedy_transcripts, lm_transcripts, unpadded_logits
 
-SAMPLING_RATE = 16_000
 ONNX_FILE_NAMES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TORCH_DTYPES = ("fp32", "bf16")
 
 
 class ONNXModelForCTC:
@@ -66,23 +66,6 @@ class ONNXModelForCTC:
         return CausalLMOutput(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
 
 
-def output_frames(config: PretrainedConfig, num_samples: torch.Tensor) -> torch.Tensor:
-    """Frames the conv feature encoder of `config` emits for inputs of `num_samples` samples."""
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        num_samples = torch.div(num_samples - kernel, stride, rounding_mode="floor") + 1
-    return num_samples
-
-
-def load_audio(audio: str | os.PathLike | np.ndarray | torch.Tensor) -> np.ndarray:
-    """A mono 16 kHz float32 array from a file path (any format torchcodec / FFmpeg reads) or an array at 16 kHz."""
-    if isinstance(audio, (str, os.PathLike)):
-        return audio_io.load_audio(audio, SAMPLING_RATE)
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(f"Expected a mono 1-D array of 16 kHz samples, got shape {audio.shape}.")
-    return audio
-
-
 class CTCRecognizer:
     """
     Audio in, text out, like `pipeline("automatic-speech-recognition")` for CTC models: `recognizer(audio)` returns
@@ -95,7 +78,7 @@ class CTCRecognizer:
         self.processor = processor
         self.uses_lm = isinstance(processor, Wav2Vec2ProcessorWithLM)
 
-    def __call__(self, audio, batch_size: int = 1) -> dict | list[dict]:
+    def __call__(self, audio: AudioSource | list[AudioSource], batch_size: int = 1) -> dict | list[dict]:
         if isinstance(audio, (list, tuple)):
             arrays = [load_audio(item) for item in audio]
             texts = []
@@ -113,14 +96,12 @@ class CTCRecognizer:
         )
         attention_mask = inputs["attention_mask"] if feature_extractor.return_attention_mask else None
         logits = self.model(inputs["input_values"].to(self.model.dtype), attention_mask=attention_mask).logits
-        frames = output_frames(self.model.config, inputs["attention_mask"].sum(-1))
-        return [utterance[:length].float().numpy() for utterance, length in zip(logits, frames.tolist())]
+        return unpadded_logits(logits, inputs["attention_mask"].sum(-1), self.model.config)
 
     def decode(self, logits: list[np.ndarray]) -> list[str]:
-        if self.uses_lm:
-            options = {"beam_width": BEAM_WIDTH, "token_min_logp": TOKEN_MIN_LOGP}  # evaluate_asr.py's search
-            return [" ".join(self.processor.decode(utterance, **options).text.split()) for utterance in logits]
-        return [greedy_decode(self.processor.tokenizer, utterance.argmax(-1)[None])[0] for utterance in logits]
+        if self.uses_lm:  # evaluate_asr.py's search: the same decoder, beam and token_min_logp
+            return lm_transcripts(self.processor.decoder, logits)
+        return greedy_transcripts(self.processor.tokenizer, logits)
 
 
 def load_processor(model_dir: str | os.PathLike, decoder: str = "auto") -> Wav2Vec2Processor:
@@ -133,13 +114,14 @@ def load_processor(model_dir: str | os.PathLike, decoder: str = "auto") -> Wav2V
     return Wav2Vec2Processor.from_pretrained(model_dir)
 
 
-def load_ctc_model(
+def load_recognizer(
     model_dir: str | os.PathLike,
     backend: str = "torch",
     dtype: str = "fp32",
     decoder: str = "auto",
     device: str = "cpu",
     num_threads: int | None = None,
+    trust_remote_code: bool = False,
 ) -> CTCRecognizer:
     """
     A [`CTCRecognizer`] for the CTC model in `model_dir`.
@@ -152,20 +134,18 @@ def load_ctc_model(
         decoder: "auto" (the n-gram LM when the folder has `language_model/`), "greedy" or "lm".
         device: torch only, e.g. "cuda".
         num_threads: onnx only: ONNX Runtime's intra-op threads (default: torch's thread count).
+        trust_remote_code: torch only: run model code shipped in the folder (not needed for DistilXLSR models).
     """
     if backend == "onnx":
         if dtype not in ONNX_FILE_NAMES:
             raise ValueError(f"The onnx backend runs dtype {sorted(ONNX_FILE_NAMES)}, got {dtype!r}.")
         model = ONNXModelForCTC.from_pretrained(model_dir, ONNX_FILE_NAMES[dtype], num_threads)
     elif backend == "torch":
-        from transformers import AutoModelForCTC
-
-        import modeling_distilxlsr  # noqa: F401  (registers DistilXLSR with the Auto classes)
+        from .models import load_ctc_weights
 
         if dtype not in TORCH_DTYPES:
             raise ValueError(f"The torch backend runs dtype {sorted(TORCH_DTYPES)}, got {dtype!r}.")
-        model = AutoModelForCTC.from_pretrained(model_dir, dtype=TORCH_DTYPES[dtype], trust_remote_code=True)
-        model = model.to(device).eval()
+        model = load_ctc_weights(model_dir, dtype, device, trust_remote_code)
         model = _OnDevice(model) if device != "cpu" else model
     else:
         raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}.")

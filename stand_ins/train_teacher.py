@@ -7,11 +7,12 @@ teacher that knows something. This script makes one on a CPU: a 12-layer `Wav2Ve
 of the demo corpus. It saw the transcripts of every training clip, so it is a **supervised stand-in teacher**: not
 self-supervised like XLSR-53, and named so wherever it is used.
 
-    python train_teacher.py --data_dir demo_corpus --output_dir teachers/supervised-stand-in
+    python stand_ins/train_teacher.py --data_dir demo_corpus --output_dir teachers/supervised-stand-in
 
 The result loads with `AutoModel.from_pretrained` (the encoder, for `train_distill.py --teacher_name_or_path`) and
 `AutoModelForCTC.from_pretrained` (the recogniser). Its weights are stored in float16 (half the size; the loaded
-model is float32) with a model card that says how it was made and the command that remakes it.
+model is float32) with a model card that says how it was made and the command that remakes it. The CTC training is
+finetune_ctc.py, run as its own process.
 """
 
 from __future__ import annotations
@@ -20,36 +21,38 @@ import argparse
 import json
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model files
+
 import torch
+from huggingface_hub import ModelCardData
 from transformers import AutoConfig, AutoModelForCTC
 
-import finetune_ctc
 from configuration_distilxlsr import DistilXLSRConfig
-from make_stand_in_teacher import SIZES, stand_in_teacher_config
+from distilxlsr_pt.cards import STAND_IN_TAG, write_card
+from distilxlsr_pt.cli import HelpFormatter, precision_flags
+from distilxlsr_pt.results import read_results, write_results
+from distilxlsr_pt.stand_ins import SIZES, stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
 TEACHER_KIND = "supervised"
 # Chosen for the demo corpus on 2 CPU cores: a high learning rate with a warm-up (a deep pre-LayerNorm model takes
-# it), no dropout or SpecAugment (the corpus is small and clean, the run short), and bf16 autocast (measured: a
-# training step in 0.6x the fp32 time on an AVX-512 BF16 CPU; CTC's loss itself is computed in fp32).
+# it), no dropout or SpecAugment (the corpus is small and clean, the run short), and bf16 autocast where the CPU runs it
+# fast (`precision_flags`).
 RECIPE = ["--learning_rate", "2e-3", "--warmup_steps", "250", "--per_device_train_batch_size", "8",
           "--no_freeze_feature_encoder", "--mask_time_prob", "0", "--hidden_dropout", "0", "--attention_dropout", "0",
           "--activation_dropout", "0", "--feat_proj_dropout", "0", "--final_dropout", "0", "--layerdrop", "0",
           "--train_sampling_strategy", "group_by_length", "--lr_scheduler_type", "linear"]  # fmt: skip
-# The shipped teacher's two stages: the default recipe on the first 9 training voices (make_demo_corpus.py
-# --num_train_voices 9), then these arguments with --init_from that teacher on the full corpus.
-SHIPPED_STAGE_1_VOICES = 9
-SHIPPED_STAGE_2_ARGS = ["--max_steps", "1200", "--eval_steps", "300",
-                        "--finetune_args", "--learning_rate 1e-3 --warmup_steps 100"]  # fmt: skip
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json", "vocab.json")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=finetune_ctc.HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data_dir", required=True, help="Local audiofolder with train/ (and validation/, test/).")
     parser.add_argument("--output_dir", required=True, help="Where the teacher, its processor and card go.")
     parser.add_argument("--size", default="demo", choices=sorted(SIZES), help="Architecture (make_stand_in_teacher).")
@@ -98,32 +101,25 @@ def warm_start(init_from: str, output_dir: Path) -> Path:
     return output_dir
 
 
-def precision_args() -> list[str]:
-    """bf16 autocast where the hardware runs it fast (CUDA, or a CPU with native bf16 matrix units), else fp32."""
-    if torch.cuda.is_available():
-        return ["--bf16"] if torch.cuda.is_bf16_supported() else []
-    return ["--bf16", "--use_cpu"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else []
-
-
 def train_ctc(args: argparse.Namespace, work_dir: Path) -> dict:
-    """Random init of XLSR-53's family (or `--init_from`), then CTC on the training split with finetune_ctc.py;
-    returns its results."""
+    """Random init of XLSR-53's family (or `--init_from`), then CTC on the training split with finetune_ctc.py (its
+    own process, its output shown as it comes); returns its results."""
     if args.init_from:
         initial = warm_start(args.init_from, work_dir / "init")
         init_args = ["--tokenizer_name_or_path", str(initial)]
     else:
         initial, init_args = random_init(args.size, args.seed, work_dir / "random-init"), []
-    return finetune_ctc.main(
-        [
-            "--model_name_or_path", str(initial), "--data_dir", args.data_dir, "--output_dir", str(work_dir / "ctc"),
+    command = [
+            sys.executable, str(REPO_ROOT / "finetune_ctc.py"), "--model_name_or_path", str(initial), "--data_dir", args.data_dir, "--output_dir", str(work_dir / "ctc"),
             "--overwrite_output_dir",  # the work folder is this script's own: an interrupted run's is replaced
             "--max_steps", str(args.max_steps), "--eval_strategy", "steps", "--eval_steps", str(args.eval_steps),
             "--logging_steps", "50", "--save_strategy", "steps", "--save_steps", str(args.eval_steps),
             "--save_total_limit", "1", "--report_to", "none", "--seed", str(args.seed),
-            "--dataloader_num_workers", "1", *RECIPE, *init_args, *precision_args(), *args.finetune_args.split(),
-            "--model_card_note", "A SUPERVISED STAND-IN TEACHER trained by train_teacher.py (not XLSR-53).",
-        ]
-    )  # fmt: skip
+            "--dataloader_num_workers", "1", *RECIPE, *init_args, *precision_flags(), *args.finetune_args.split(),
+            "--model_card_note", "A SUPERVISED STAND-IN TEACHER trained by stand_ins/train_teacher.py (not XLSR-53).",
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    return read_results(work_dir / "ctc", "all")
 
 
 def save_teacher(ctc_dir: Path, output_dir: Path, results: dict, command: str) -> None:
@@ -137,8 +133,7 @@ def save_teacher(ctc_dir: Path, output_dir: Path, results: dict, command: str) -
     for name in PROCESSOR_FILES:
         if (ctc_dir / name).exists():
             shutil.copy(ctc_dir / name, output_dir / name)
-    results = {"teacher_kind": TEACHER_KIND, "command": command, **results}
-    (output_dir / "teacher_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(output_dir, "teacher", {"teacher_kind": TEACHER_KIND, "command": command, **results})
     write_teacher_card(output_dir)
 
 
@@ -153,7 +148,7 @@ def remake_commands(results: dict) -> str:
 def write_teacher_card(output_dir: Path) -> None:
     """The teacher's model card, from its saved config and `teacher_results.json`."""
     model_config = AutoConfig.from_pretrained(output_dir)
-    results = json.loads((output_dir / "teacher_results.json").read_text())
+    results = read_results(output_dir, "teacher")
     with torch.device("meta"):
         parameters = sum(p.numel() for p in AutoModelForCTC.from_config(model_config).wav2vec2.parameters())
     origin = (
@@ -165,24 +160,18 @@ def write_teacher_card(output_dir: Path) -> None:
     minutes = " + ".join(
         f"{m:.0f}" for m in (results.get("init_from_minutes"), results.get("train_runtime", 0) / 60) if m is not None
     )
-    (output_dir / "README.md").write_text(
-        f"""---
-language:
-- pt
-license: apache-2.0
-library_name: transformers
-tags:
-- automatic-speech-recognition
-- stand-in
-- synthetic-data
-pipeline_tag: automatic-speech-recognition
----
-
-# Supervised stand-in teacher (NOT facebook/wav2vec2-large-xlsr-53)
+    data = ModelCardData(
+        language="pt",
+        license="apache-2.0",
+        library_name="transformers",
+        tags=["automatic-speech-recognition", STAND_IN_TAG, TEACHER_KIND, "synthetic-data"],
+        pipeline_tag="automatic-speech-recognition",
+    )
+    body = f"""# Supervised stand-in teacher (NOT facebook/wav2vec2-large-xlsr-53)
 
 A {parameters:,}-parameter `Wav2Vec2ForCTC` of XLSR-53's architecture family (layer-norm conv front end,
 stable-layer-norm encoder; {model_config.num_hidden_layers} layers, {model_config.hidden_size} wide,
-{model_config.conv_dim[0]}-channel front end), trained by DistilXLSR-PT's `train_teacher.py` with CTC on the
+{model_config.conv_dim[0]}-channel front end), trained by DistilXLSR-PT's `stand_ins/train_teacher.py` with CTC on the
 training split of the project's **synthetic** espeak-ng Brazilian Portuguese demo corpus
 ({results.get("train_samples", "?")} clips, all transcripts seen), {origin}. It is a **supervised** stand-in: XLSR-53 is
 self-supervised and was trained on 56k hours of real speech in 53 languages. It exists so that the demo can show a
@@ -201,23 +190,21 @@ Weights are stored in float16 to keep the file small; `from_pretrained` loads th
 
 (training took {minutes} minutes on 2 CPU cores; the result differs in the last digits from machine to machine, since
 float summation order differs).
-""",
-        encoding="utf-8",
-    )
+"""
+    write_card(output_dir, data, body)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    command = "python train_teacher.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python stand_ins/train_teacher.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     started = time.time()
     work_dir = Path(args.output_dir) / "training"  # the random init and the CTC run's checkpoints, removed at the end
     results = train_ctc(args, work_dir)
     results["minutes"] = (time.time() - started) / 60
     if args.init_from:
         results["init_from"] = args.init_from
-        init_results = Path(args.init_from) / "teacher_results.json"
-        if init_results.exists():
-            results["init_from_commands"] = remake_commands(json.loads(init_results.read_text()))
+        if (Path(args.init_from) / "teacher_results.json").exists():
+            results["init_from_commands"] = remake_commands(read_results(args.init_from, "teacher"))
     save_teacher(work_dir / "ctc", Path(args.output_dir), results, command)
     shutil.rmtree(work_dir)
     print(f"Saved the supervised stand-in teacher to {args.output_dir}: test CER {results.get('test_cer', '?')}")
