@@ -23,8 +23,7 @@ import json
 import logging
 import os
 
-from distilxlsr_pt.cli import add_deprecated_alias, add_trust_remote_code
-from distilxlsr_pt.cli import build_parser as new_parser
+from distilxlsr_pt.cli import add_deprecated_alias, add_trust_remote_code, argument_parser
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.decoding import BEAM_WIDTH
 from distilxlsr_pt.lm import build_lm_processor, read_texts
@@ -37,7 +36,7 @@ def floats(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser(__doc__)
+    parser = argument_parser(__doc__)
     parser.add_argument("--model_name_or_path", required=True, help="A fine-tuned CTC model directory.")
     parser.add_argument("--output_dir", required=True, help="Where the model with its LM goes (may be the model's).")
     text = parser.add_argument_group("the LM's text")

@@ -28,10 +28,8 @@ from distilxlsr_pt.cli import (
     add_deprecated_alias,
     add_eval_dataset_flags,
     add_trust_remote_code,
+    argument_parser,
     eval_dataset_splits,
-)
-from distilxlsr_pt.cli import (
-    build_parser as new_parser,
 )
 from distilxlsr_pt.decoding import BEAM_WIDTH, TOKEN_MIN_LOGP
 from distilxlsr_pt.evaluation import evaluate_model, markdown_table, update_model_card
@@ -42,7 +40,7 @@ logger = logging.getLogger("evaluate_asr")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = new_parser(__doc__)
+    parser = argument_parser(__doc__)
     parser.add_argument("--model_name_or_path", required=True, help="A CTC model directory or Hub id.")
     add_eval_dataset_flags(parser, split="test", several=True)
     parser.add_argument("--output_dir", default=None, help="Where to write evaluation_results.json and .md.")

@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from distilxlsr_pt.cli import add_trust_remote_code, build_parser
+from distilxlsr_pt.cli import add_trust_remote_code, argument_parser
 from distilxlsr_pt.inference import ONNX_FILE_NAMES
 from distilxlsr_pt.models import load_ctc_weights
 from distilxlsr_pt.onnx_export import (
@@ -34,14 +34,18 @@ from distilxlsr_pt.results import write_results
 logger = logging.getLogger("export_onnx")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argument_parser(__doc__)
     parser.add_argument("--model_name_or_path", required=True, help="A CTC model folder or Hub id.")
     parser.add_argument("--output_dir", required=True, help="Where to write model.onnx and the processor files.")
     parser.add_argument("--quantize", choices=["int8"], default=None, help="Also write model_int8.onnx.")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset version.")
     add_trust_remote_code(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> dict[str, float]:

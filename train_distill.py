@@ -37,6 +37,7 @@ from distilxlsr_pt.checks import (
     POSITIVE,
     PROBABILITY,
     SEED,
+    NonFiniteStreak,
     check_data_dir,
     check_output_dir,
     numeric_option_errors,
@@ -497,8 +498,13 @@ class RunningMeans:
 class FailureCounters:
     """Steps and batches in a row that went wrong: too many end the run with an error."""
 
-    nonfinite_steps: int = 0
+    nonfinite: NonFiniteStreak
     batches_without_audio: int = 0
+
+    @classmethod
+    def start(cls) -> FailureCounters:
+        advice = "Lower --learning_rate or --max_grad_norm, or try --mixed_precision bf16 instead of fp16."
+        return cls(NonFiniteStreak(MAX_NONFINITE_STEPS_IN_A_ROW, "loss or gradient", advice))
 
 
 def train_batches(data: DistillationData, accelerator: Accelerator, state: DistillationState) -> Iterator[dict]:
@@ -559,19 +565,6 @@ def count_audio(accelerator: Accelerator, batch: dict, state: DistillationState,
         raise ValueError(no_usable_audio_message(state, f"the last {failures.batches_without_audio} batches"))
 
 
-def count_nonfinite(finite: bool, state: DistillationState, failures: FailureCounters) -> None:
-    failures.nonfinite_steps = 0 if finite else failures.nonfinite_steps + 1
-    if not finite:
-        state.nonfinite_steps += 1
-        logger.warning("Step %d skipped: non-finite loss or gradient", state.step + 1)
-    if failures.nonfinite_steps >= MAX_NONFINITE_STEPS_IN_A_ROW:
-        raise RuntimeError(
-            f"{failures.nonfinite_steps} steps in a row had a non-finite (NaN or inf) loss or gradient; each was "
-            "skipped, so the weights are unharmed. Lower --learning_rate or --max_grad_norm, or try --mixed_precision "
-            "bf16 instead of fp16."
-        )
-
-
 def distill(args, accelerator, student, teacher, data, optimizer, scheduler, state, output_dir) -> float | None:
     """The training loop, from `state` to `--max_train_steps`: logging, evaluation and checkpoints on their schedules.
     Returns the seconds it trained, or None when `--max_steps_this_run` stopped it first (after a checkpoint)."""
@@ -585,7 +578,7 @@ def distill(args, accelerator, student, teacher, data, optimizer, scheduler, sta
         desc="distilling", dynamic_ncols=True,
     )  # fmt: skip
     started, steps_this_run = time.time(), 0
-    running, failures = RunningMeans.zeros(len(args.teacher_layers), accelerator.device), FailureCounters()
+    running, failures = RunningMeans.zeros(len(args.teacher_layers), accelerator.device), FailureCounters.start()
     batches = train_batches(data, accelerator, state)
     while state.step < args.max_train_steps:
         batch = {key: value.to(accelerator.device) for key, value in next(batches).items()}
@@ -595,7 +588,8 @@ def distill(args, accelerator, student, teacher, data, optimizer, scheduler, sta
             running.add(terms, batch["weight"].to(accelerator.device))
         if not accelerator.sync_gradients:
             continue
-        count_nonfinite(finite, state, failures)
+        failures.nonfinite.record(finite, state.step + 1)
+        state.nonfinite_steps += not finite
         state.step += 1
         steps_this_run += 1
         progress.update(1)

@@ -29,7 +29,7 @@ from distilxlsr_pt.cli import (
     add_deprecated_alias,
     add_eval_dataset_flags,
     add_trust_remote_code,
-    build_parser,
+    argument_parser,
     eval_dataset_splits,
     warn_deprecated,
 )
@@ -46,8 +46,8 @@ PRECISIONS = {
 }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argument_parser(__doc__)
     parser.add_argument("--model_name_or_path", required=True, help="The CTC model folder (finetune_ctc.py output).")
     parser.add_argument("--onnx_dir", required=True, help="export_onnx.py's folder for this model (made if missing).")
     add_eval_dataset_flags(parser, split="test")
@@ -59,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_trust_remote_code(parser)
     add_deprecated_alias(parser, "--split", "--eval_split_name")
     add_deprecated_alias(parser, "--max_samples", "--max_eval_samples")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.precisions = args.precisions.split(",")
     unknown = set(args.precisions) - set(PRECISIONS)

@@ -6,6 +6,7 @@ be written; and it must never silently overwrite, or mix its checkpoints with, a
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -14,9 +15,35 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 # A training run stops with an error after this many optimizer steps in a row with a non-finite loss or gradient
 # (each one skipped, so the weights are unharmed).
 MAX_NONFINITE_STEPS_IN_A_ROW = 25
+
+
+class NonFiniteStreak:
+    """The guard of both training loops: counts the steps skipped for a non-finite (NaN or inf) `what` ("loss or
+    gradient"), and ends the run with a `RuntimeError` (giving `advice`) after `limit` in a row."""
+
+    def __init__(self, limit: int, what: str, advice: str) -> None:
+        self.limit, self.what, self.advice = limit, what, advice
+        self.skipped = self.in_a_row = 0
+
+    def record(self, finite: bool, step: int) -> None:
+        """Note whether optimizer step `step` (1-based) was finite; a skipped one is logged."""
+        if finite:
+            self.in_a_row = 0
+            return
+        self.skipped += 1
+        self.in_a_row += 1
+        logger.warning("Step %d skipped: non-finite %s", step, self.what)
+        if self.in_a_row >= self.limit:
+            raise RuntimeError(
+                f"{self.in_a_row} steps in a row had a non-finite (NaN or inf) {self.what}; each was skipped, so the "
+                f"weights are unharmed. {self.advice}"
+            )
+
 
 # Rules for numeric options: a test and what the value must be.
 POSITIVE = (lambda value: value > 0, "> 0")

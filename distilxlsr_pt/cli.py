@@ -22,7 +22,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """`--help` keeps the module docstring's layout and shows every default."""
 
 
-def build_parser(description: str | None) -> argparse.ArgumentParser:
+def argument_parser(description: str | None) -> argparse.ArgumentParser:
+    """A parser whose `--help` shows the script's docstring as written and every default."""
     return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
 
 

@@ -23,7 +23,7 @@ from datasets import Dataset, Features, List, Value
 from transformers import Trainer, TrainerCallback, Wav2Vec2Processor
 
 from .audio import AudioDecodingError, load_audio
-from .checks import MAX_NONFINITE_STEPS_IN_A_ROW
+from .checks import MAX_NONFINITE_STEPS_IN_A_ROW, NonFiniteStreak
 from .decoding import error_rates, frame_mask, greedy_decode
 
 logger = logging.getLogger(__name__)
@@ -177,22 +177,22 @@ class SkipNonFiniteSteps(TrainerCallback):
     (Under fp16 the GradScaler skips such steps itself; they are counted here too.)"""
 
     def __init__(self) -> None:
-        self.skipped = self.in_a_row = 0
+        self.streak = NonFiniteStreak(
+            MAX_NONFINITE_STEPS_IN_A_ROW,
+            "gradient",
+            "Lower --learning_rate or --max_grad_norm, or use --bf16 instead of --fp16.",
+        )
+
+    @property
+    def skipped(self) -> int:
+        return self.streak.skipped
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if not grads or torch.stack([g.isfinite().all() for g in grads]).all():  # one device sync
-            self.in_a_row = 0
-            return
-        model.zero_grad(set_to_none=True)
-        self.skipped += 1
-        self.in_a_row += 1
-        logger.warning("Step %d skipped: non-finite gradient", state.global_step + 1)
-        if self.in_a_row >= MAX_NONFINITE_STEPS_IN_A_ROW:
-            raise RuntimeError(
-                f"{self.in_a_row} steps in a row had a non-finite (NaN or inf) gradient; each was skipped, so the "
-                "weights are unharmed. Lower --learning_rate or --max_grad_norm, or use --bf16 instead of --fp16."
-            )
+        finite = not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())  # one device sync
+        if not finite:
+            model.zero_grad(set_to_none=True)
+        self.streak.record(finite, state.global_step + 1)
 
 
 def metrics_function(tokenizer: Any, transcripts: Transcripts, chars_to_ignore, latest: dict) -> Callable:
