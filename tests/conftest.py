@@ -1,7 +1,10 @@
 """Shared fixtures: tiny stand-in teachers of XLSR-53's architecture family (random weights, seconds on a CPU)."""
 
+import json
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,29 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "stand_ins"), str(REPO_ROOT / "b
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the Hub
 
 from distilxlsr_pt.stand_ins import stand_in_teacher_config  # noqa: E402
+
+
+def run_fresh_python(
+    code: str, *args, cwd: Path, project_on_path: bool = False, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run `code` (dedented) with `args` in a fresh interpreter, offline, in `cwd`, and fail the test on a non-zero
+    exit. Isolated (`-I`, no PYTHONPATH: only installed packages and the files the code loads can serve, as for a user
+    without this checkout) unless `project_on_path` (the checkout and the tests importable)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    env.pop("PYTHONPATH", None)
+    flags = ["-I"]
+    if project_on_path:
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])
+        flags = []
+    command = [sys.executable, *flags, "-c", textwrap.dedent(code), *map(str, args)]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def last_json(result: subprocess.CompletedProcess) -> dict:
+    """The JSON object a `run_fresh_python` script printed last."""
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

@@ -3,17 +3,15 @@ fresh-process pipeline, bad input, and an overfitting run that proves labels, bl
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
-import textwrap
 import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import last_json, run_fresh_python
 from huggingface_hub import ModelCardData
 from transformers import TrainingArguments, Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
@@ -463,8 +461,7 @@ def test_a_folder_holding_a_trained_model_is_refused_before_any_data_is_read(e2e
 def test_e2e_pipeline_in_a_fresh_process(e2e_run, tmp_path):
     """The output directory alone (remote code, no project on sys.path) transcribes a wav path and an array."""
     wav = next((e2e_run["data_dir"] / "test").glob("*.wav"))
-    code = textwrap.dedent(
-        f"""
+    code = f"""
         import json, sys
         import numpy as np
         from transformers import pipeline
@@ -475,13 +472,7 @@ def test_e2e_pipeline_in_a_fresh_process(e2e_run, tmp_path):
         model = type(asr.model)
         print(json.dumps({{"path": from_path, "array": from_array, "model": model.__name__, "module": model.__module__}}))
         """
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    outputs = last_json(run_fresh_python(code, cwd=tmp_path, timeout=120))
     assert outputs["model"] == "DistilXLSRForCTC"
     assert outputs["module"].startswith("transformers_modules.")  # the code saved beside the weights
     assert isinstance(outputs["path"]["text"], str) and isinstance(outputs["array"]["text"], str)

@@ -2,15 +2,14 @@
 pipeline-like recogniser, and the front end's device dispatch (channels-last on CPU, transformers' Conv1d elsewhere)."""
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import last_json, run_fresh_python
 from transformers import (
     Wav2Vec2Config,
     Wav2Vec2CTCTokenizer,
@@ -69,12 +68,7 @@ def exported(tmp_path_factory):
 
 def run_fresh(code: str, cwd: Path) -> dict:
     """Run `code` in a fresh interpreter with this checkout importable; return the JSON it prints last."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return last_json(run_fresh_python(code, cwd=cwd, project_on_path=True))
 
 
 def test_export_writes_onnx_models_config_and_processor(exported):

@@ -8,14 +8,11 @@
 """
 
 import ast
-import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import last_json, run_fresh_python
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILES = ("configuration_distilxlsr", "modeling_distilxlsr")
@@ -108,8 +105,7 @@ def test_the_inference_entry_point_imports_neither_accelerate_nor_datasets_nor_t
 def test_inference_in_a_fresh_process_loads_no_dataset_or_trainer_code(tmp_path):
     """What runs when a user transcribes: datasets and transformers' Trainer stay unimported (accelerate is imported by
     transformers' own modeling code whenever it is installed, so it is not checked here)."""
-    code = textwrap.dedent(
-        f"""
+    code = f"""
         import json, sys
         import numpy as np
         from test_inference import save_tiny_ctc_model, tiny_student_ctc
@@ -118,11 +114,7 @@ def test_inference_in_a_fresh_process_loads_no_dataset_or_trainer_code(tmp_path)
         text = load_recognizer(model_dir)(np.zeros(16000, dtype=np.float32))["text"]
         print(json.dumps({{"text": text, "loaded": sorted(m for m in ("datasets", "transformers.trainer") if m in sys.modules)}}))
         """
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = json.loads(result.stdout.strip().splitlines()[-1])
+    output = last_json(run_fresh_python(code, cwd=tmp_path, project_on_path=True))
     assert isinstance(output["text"], str) and output["loaded"] == []
 
 

@@ -2,16 +2,13 @@
 process, alpha/beta tuning picks the best grid point, and evaluate_asr writes its table, JSON and model card."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import last_json, run_fresh_python
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 from configuration_distilxlsr import DistilXLSRConfig
@@ -104,8 +101,7 @@ def test_pipeline_decodes_with_the_lm_in_a_fresh_process(lm_model, tmp_path):
     output_dir = lm_model["output_dir"]
     audio = np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1
     np.save(tmp_path / "audio.npy", audio)
-    code = textwrap.dedent(
-        f"""
+    code = f"""
         import json
         import numpy as np
         from transformers import pipeline
@@ -115,13 +111,7 @@ def test_pipeline_decodes_with_the_lm_in_a_fresh_process(lm_model, tmp_path):
         text = asr(np.load({str(tmp_path / "audio.npy")!r}), decoder_kwargs=options)["text"]
         print(json.dumps({{"text": text, "type": asr.type}}))
         """
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = json.loads(result.stdout.strip().splitlines()[-1])
+    output = last_json(run_fresh_python(code, cwd=tmp_path))
     assert output["type"] == "ctc_with_lm"
 
     model, processor = load_ctc_model(str(output_dir))

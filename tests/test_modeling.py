@@ -1,13 +1,11 @@
 """DistilXLSRConfig / DistilXLSRModel / DistilXLSRForCTC: teacher init, outputs, export and remote-code loading."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import last_json, run_fresh_python
 from transformers import (
     AutoConfig,
     AutoModelForCTC,
@@ -296,15 +294,11 @@ def save_and_reload_in_fresh_process(tmp_path, student, ctc, x, mask):
     torch.save(inputs, tmp_path / "inputs.pt")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    env.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH_PROCESS_CHECK, str(model_dir), str(ctc_dir), str(plain_dir),
-         str(tmp_path / "inputs.pt")],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    completed = run_fresh_python(
+        FRESH_PROCESS_CHECK, model_dir, ctc_dir, plain_dir, tmp_path / "inputs.pt", cwd=elsewhere,
+        env={"HF_HOME": str(tmp_path / "hf_home")},
     )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return model_dir, json.loads(completed.stdout.strip().splitlines()[-1])
+    return model_dir, last_json(completed)
 
 
 def test_save_pretrained_writes_remote_code_that_loads_in_a_fresh_process(tmp_path, tiny_teacher_config, audio):

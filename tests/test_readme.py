@@ -25,6 +25,17 @@ def test_every_finetune_ctc_option_is_in_the_readme_table():
     assert {f"--{f.name}" for f in fields} - documented_options() == set()
 
 
+def test_the_file_table_lists_every_source_file():
+    """Every Python file of the checkout (but the tests) is named in the README's file table."""
+    table = README.split("| file | what it is |")[1].split("\n\n")[0]
+    sources = [
+        p for p in REPO_ROOT.rglob("*.py") if not {".venv", "tests", "outputs"} & set(p.relative_to(REPO_ROOT).parts)
+    ]
+    assert len(sources) > 20
+    missing = [str(p.relative_to(REPO_ROOT)) for p in sources if f"`{p.relative_to(REPO_ROOT)}`" not in table]
+    assert missing == []
+
+
 def test_the_two_commands_exist_and_ci_runs_the_test_command():
     assert "bash run_demo.sh" in README and "bash run_tests.sh" in README
     assert (REPO_ROOT / "run_demo.sh").is_file() and (REPO_ROOT / "run_tests.sh").is_file()

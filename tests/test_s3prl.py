@@ -2,14 +2,13 @@
 
 import copy
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_fresh_python
 from transformers import Wav2Vec2Model
 
 import convert_s3prl_checkpoint
@@ -104,13 +103,10 @@ def reload_in_fresh_process(tmp_path, model_dir, waves):
     torch.save(waves, tmp_path / "waves.pt")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    env.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH_PROCESS, str(model_dir), str(tmp_path / "waves.pt"), str(tmp_path / "out.pt")],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    completed = run_fresh_python(
+        FRESH_PROCESS, model_dir, tmp_path / "waves.pt", tmp_path / "out.pt", cwd=elsewhere,
+        env={"HF_HOME": str(tmp_path / "hf_home")},
     )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
     assert "transformers_modules" in completed.stdout  # the folder's remote code, not this checkout
     return torch.load(tmp_path / "out.pt")
 

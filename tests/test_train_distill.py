@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import last_json, run_fresh_python
 from huggingface_hub import ModelCard
 from transformers import Wav2Vec2Model
 
@@ -237,13 +238,7 @@ def load_in_fresh_process(model_dir, cwd):
                           "layers": model.config.teacher_layers}))
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", script, str(model_dir)], cwd=cwd, env=env, capture_output=True, text=True
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return last_json(run_fresh_python(script, model_dir, cwd=cwd))
 
 
 def test_end_to_end_run_writes_a_student_card_and_results(teacher_dir, corpus_dir, tmp_path):

@@ -2,13 +2,12 @@
 back as float32 in a fresh process, and train_distill.py distils a student from it."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import train_teacher
+from conftest import run_fresh_python
 from safetensors import safe_open
 
 import train_distill
@@ -68,8 +67,7 @@ torch.testing.assert_close(encoder.state_dict()["encoder.layers.0.attention.k_pr
                            ctc.wav2vec2.state_dict()["encoder.layers.0.attention.k_proj.weight"])
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+    assert run_fresh_python(script, cwd=tmp_path).stdout.strip().endswith("ok")
 
 
 def test_train_distill_accepts_the_teacher(teacher, corpus_dir, tmp_path):
