@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     text_split = None
     if args.dataset_name:
         text_split = DatasetSplit(args.dataset_name, args.dataset_config_name, split=args.train_split_name,
-                                  text_column=args.text_column_name)  # fmt: skip
+                                  audio_column=None, text_column=args.text_column_name)  # fmt: skip
     texts = read_texts(args.text_file, text_split)
     source = " + ".join(filter(None, [args.text_file, text_split and f"{args.dataset_name} ({args.train_split_name})"]))
     tune_on = None

@@ -43,8 +43,8 @@ from distilxlsr_pt.checks import (
     numeric_option_errors,
     remove_previous_run,
 )
-from distilxlsr_pt.cli import add_trust_remote_code, parse_teacher_layers
-from distilxlsr_pt.data import DatasetSplit, split_list
+from distilxlsr_pt.cli import add_trust_remote_code, parse_teacher_layers, split_list
+from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.distillation import (
     CHECKPOINT_PREFIX,
     AudioClips,

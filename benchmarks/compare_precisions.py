@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"unknown precision(s) {sorted(unknown)}; choose from {list(PRECISIONS)}")
     if not args.data_dir and not args.dataset_name:
         parser.error("give --data_dir or --dataset_name")
+    if args.dataset_name and "," in args.dataset_name:
+        parser.error("--dataset_name: one dataset (evaluate_asr.py scores several)")
     return args
 
 

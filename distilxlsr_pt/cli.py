@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from configuration_distilxlsr import check_teacher_layers
 
-from .data import DatasetSplit, split_list
+if TYPE_CHECKING:  # (datasets takes seconds to import; export_onnx.py, say, needs none of it)
+    from .data import DatasetSplit
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -60,8 +61,20 @@ def add_eval_dataset_flags(parser: argparse.ArgumentParser, split: str = "test",
     parser.add_argument("--cache_dir", default=None, help="Where to store datasets from the Hub.")
 
 
+def split_list(value: str | None, count: int, name: str) -> list:
+    """A comma-separated option as one value per dataset: one value serves all, otherwise one each."""
+    values = [None] if value is None else [v.strip() or None for v in value.split(",")]
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise ValueError(f"--{name} has {len(values)} entries for {count} datasets.")
+    return values
+
+
 def eval_dataset_splits(args: argparse.Namespace) -> list[DatasetSplit]:
     """The `DatasetSplit`s named by `add_eval_dataset_flags`' flags (several when `--dataset_name` is comma-separated)."""
+    from .data import DatasetSplit
+
     names = [name.strip() for name in args.dataset_name.split(",")] if args.dataset_name else [None]
     count = len(names)
     columns = zip(

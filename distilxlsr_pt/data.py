@@ -26,13 +26,14 @@ logger = logging.getLogger(__name__)
 @dataclass
 class DatasetSplit:
     """One split of a corpus: a Hub dataset or local folder (`name`), or a local audiofolder (`data_dir` alone), its
-    config and split, its columns (`text_column` None: audio only) and how many clips to use."""
+    config and split, its columns (`text_column` None: audio only; `audio_column` None: text only, such as a language
+    model's text) and how many clips to use."""
 
     name: str | None = None
     config: str | None = None
     data_dir: str | None = None
     split: str = "test"
-    audio_column: str = "audio"
+    audio_column: str | None = "audio"
     text_column: str | None = "transcription"
     max_samples: int | None = None
     cache_dir: str | None = None
@@ -59,7 +60,7 @@ class DatasetSplit:
         return f"{self.short_name}{'/' + self.config if self.config else ''} ({self.split})"
 
     def load(self, streaming: bool = False, missing_ok: bool = False) -> Dataset | IterableDataset | None:
-        """The split with its audio column undecoded (`Audio(decode=False)`), columns checked, the first
+        """The split with its audio column (if any) undecoded (`Audio(decode=False)`), columns checked, the first
         `max_samples` clips. A dataset without this split raises `ValueError`, or gives None with `missing_ok`."""
         try:
             dataset = load_dataset(
@@ -75,7 +76,7 @@ class DatasetSplit:
                 raise
             logger.warning("%s has no split %r: %s", self.path, self.split, error)
             return None
-        wanted = {self.audio_column} | ({self.text_column} if self.text_column else set())
+        wanted = {column for column in (self.audio_column, self.text_column) if column}
         missing = wanted - set(dataset.column_names)
         if missing:
             raise ValueError(
@@ -88,7 +89,7 @@ class DatasetSplit:
                 if streaming
                 else dataset.select(range(min(self.max_samples, len(dataset))))
             )
-        return dataset.cast_column(self.audio_column, Audio(decode=False))
+        return dataset.cast_column(self.audio_column, Audio(decode=False)) if self.audio_column else dataset
 
 
 def load_clips(
@@ -110,13 +111,3 @@ def load_clips(
     if not references:
         raise ValueError(f"{split.label} has no clip with a non-empty transcript.")
     return audio, references
-
-
-def split_list(value: str | None, count: int, name: str) -> list:
-    """A comma-separated option as one value per dataset: one value serves all, otherwise one each."""
-    values = [None] if value is None else [v.strip() or None for v in value.split(",")]
-    if len(values) == 1:
-        return values * count
-    if len(values) != count:
-        raise ValueError(f"--{name} has {len(values)} entries for {count} datasets.")
-    return values

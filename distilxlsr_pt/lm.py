@@ -36,17 +36,13 @@ NOT_COPIED = ("checkpoint-*", "runs", "language_model", "alphabet.json", "optimi
 
 
 def read_texts(text_file: str | None = None, dataset: DatasetSplit | None = None) -> list[str]:
-    """Normalised, non-empty sentences of a text file (one per line) and/or of a dataset split's text column."""
+    """Normalised, non-empty sentences of a text file (one per line) and/or of a dataset split's text column (a
+    `DatasetSplit` with `audio_column=None`)."""
     texts: list[str] = []
     if text_file:
         texts += Path(text_file).read_text(encoding="utf-8").splitlines()
     if dataset is not None:
-        from datasets import load_dataset  # text only: no audio column to check or cast
-
-        loaded = load_dataset(dataset.path, dataset.config, data_dir=dataset.data_dir, split=dataset.split)
-        if dataset.text_column not in loaded.column_names:
-            raise ValueError(f"{dataset.label} has no column {dataset.text_column!r}: {loaded.column_names}")
-        texts += loaded[dataset.text_column]
+        texts += dataset.load()[dataset.text_column]
     sentences = [sentence for sentence in map(normalize_text, texts) if sentence]
     if not sentences:
         raise ValueError("No text for the language model: give --text_file or --dataset_name with sentences in it.")

@@ -141,7 +141,7 @@ def definitions(name: str) -> list[str]:
         ("normalize_text", "distilxlsr_pt/text.py"),
         ("build_vocabulary", "distilxlsr_pt/text.py"),
         ("DatasetSplit", "distilxlsr_pt/data.py"),
-        ("split_list", "distilxlsr_pt/data.py"),
+        ("split_list", "distilxlsr_pt/cli.py"),
         ("output_frames", "distilxlsr_pt/decoding.py"),
         ("unpadded_logits", "distilxlsr_pt/decoding.py"),
         ("greedy_decode", "distilxlsr_pt/decoding.py"),
