@@ -164,7 +164,7 @@ class DataTrainingArguments:
         default=None,
         metadata={
             "help": "A local audiofolder: DIR/{train,validation,test}/metadata.csv with file_name and transcription "
-            "columns (make_demo_corpus.py writes one). With --dataset_name, passed to load_dataset as data_dir."
+            "columns (stand_ins/make_demo_corpus.py writes one). With --dataset_name, passed to load_dataset as data_dir."
         },
     )
     train_split_name: str = field(default="train", metadata={"help": "Training split ('train+validation' works)."})

@@ -14,11 +14,13 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jiwer
 import numpy as np
 import torch
+from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2PreTrainedModel
 
 from .text import DEFAULT_CHARS_TO_IGNORE, normalize_text
 
@@ -36,12 +38,12 @@ BEAM_WIDTH = 50  # as good as 100 on the demo's validation split at -7, in two t
 
 
 def output_frames(config: Any, num_samples: torch.Tensor) -> torch.Tensor:
-    """Frames the conv feature encoder of a wav2vec2-family `config` emits for inputs of `num_samples` samples (the
-    arithmetic of transformers' `_get_feat_extract_output_lengths`, for models that lack it, such as ONNX ones)."""
-    num_samples = torch.as_tensor(num_samples)
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        num_samples = torch.div(num_samples - kernel, stride, rounding_mode="floor") + 1
-    return num_samples
+    """Frames a wav2vec2-family model with `config` emits for inputs of `num_samples` samples: transformers' own
+    `_get_feat_extract_output_lengths` (conv front end, and adapter if any), for any model with that config, also
+    those that lack the method (ONNX ones)."""
+    holder = SimpleNamespace(config=config)
+    add_adapter = getattr(config, "add_adapter", False)  # (HuBERT's config has no adapter field)
+    return Wav2Vec2PreTrainedModel._get_feat_extract_output_lengths(holder, torch.as_tensor(num_samples), add_adapter)
 
 
 def frame_mask(config: Any, num_samples: torch.Tensor, num_frames: int) -> torch.Tensor:

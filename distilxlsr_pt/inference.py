@@ -10,8 +10,9 @@ written by export_onnx.py (fp32 or int8, run by ONNX Runtime).
 
 Decoding is greedy, or beam search with the n-gram LM when the model folder has `language_model/` (pyctcdecode,
 through transformers' `Wav2Vec2ProcessorWithLM`; `decoder="greedy"` turns it off), by `decoding`'s decoders, with its
-transcript convention. This module is the cheap entry point: it imports neither accelerate's launcher, datasets nor
-the Trainer (tests/test_layout.py checks its imports).
+transcript convention. This module is the cheap entry point: neither it nor the project code it uses imports
+accelerate, datasets or the Trainer (tests/test_layout.py checks; transformers' own modeling code still imports
+accelerate when it is installed).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""audio_io.load_audio, the one decoding path of both scripts: 16 kHz mono float32, bad audio as AudioDecodingError."""
+"""distilxlsr_pt.audio.load_audio, the one audio decoder: 16 kHz mono float32, bad audio as AudioDecodingError."""
 
 import numpy as np
 import pytest

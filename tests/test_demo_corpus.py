@@ -1,4 +1,4 @@
-"""Tests of make_demo_corpus.py: a tiny synthetic corpus, built twice, must be identical, disjoint and loadable."""
+"""Tests of the demo corpus builder (distilxlsr_pt/demo_corpus.py): a tiny synthetic corpus, built twice, must be identical, disjoint and loadable."""
 
 import csv
 import hashlib

@@ -240,3 +240,24 @@ def test_compare_precisions_scores_each_precision(exported, tmp_path):
     assert results["onnx_fp32"]["example"] == results["fp32"]["example"]
     saved = json.loads((tmp_path / "precisions" / "precision_results.json").read_text())
     assert saved["clips"] == 3 and saved["audio_s"] == pytest.approx(2.3)
+
+
+def test_output_frames_is_transformers_arithmetic_for_models_without_the_method():
+    """`decoding.output_frames` (used for ONNX models, which lack `_get_feat_extract_output_lengths`) gives the model's
+    own frame counts: wav2vec2 with an adapter, HuBERT (whose config has no adapter field), our student."""
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Model
+
+    from distilxlsr_pt.decoding import output_frames
+
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=[16] * 7,
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)  # fmt: skip
+    models = [
+        Wav2Vec2Model(Wav2Vec2Config(**small, add_adapter=True, output_hidden_size=32)),
+        HubertModel(HubertConfig(**small)),
+        tiny_student_ctc(),
+    ]
+    lengths = torch.tensor([400, 401, 9_000, 16_000, 24_001])
+    for model in models:
+        expected = model._get_feat_extract_output_lengths(lengths)
+        assert torch.equal(output_frames(model.config, lengths), expected), type(model).__name__
+    assert output_frames(models[0].config, lengths).tolist() != output_frames(models[2].config, lengths).tolist()
