@@ -505,18 +505,18 @@ def stand_in_origin(model_name_or_path: str) -> Path | None:
     return next((directory for directory in candidates if stand_in_kind(directory)), None)
 
 
-def card_notes(model_args: ModelArguments, data_args: DataTrainingArguments) -> list[str]:
-    """Warnings for the model card: the user's `--model_card_note`, a synthetic corpus, a stand-in base model."""
+def card_notes(model_args: ModelArguments, data_args: DataTrainingArguments, stand_in: Path | None) -> list[str]:
+    """Warnings for the model card: the user's `--model_card_note`, a synthetic corpus, a stand-in base model (the
+    folder whose card says so, `stand_in_origin`)."""
     notes = [data_args.model_card_note] if data_args.model_card_note else []
     if is_synthetic(data_args.data_dir):
         notes.append(
             f"Trained and evaluated on a **synthetic** corpus (`{data_args.data_dir}`, text-to-speech audio): its "
             "WER and CER say nothing about real Brazilian Portuguese speech."
         )
-    directory = stand_in_origin(model_args.model_name_or_path)
-    if directory is not None:
+    if stand_in is not None:
         notes.append(
-            f"The base model `{model_args.model_name_or_path}` is a **stand-in** (the card of `{directory}` says "
+            f"The base model `{model_args.model_name_or_path}` is a **stand-in** (the card of `{stand_in}` says "
             "so), not derived from the real facebook/wav2vec2-large-xlsr-53: these results only show that the "
             "pipeline works."
         )
@@ -533,6 +533,7 @@ def write_model_card(
 ) -> ModelCard:
     """Write `output_dir/README.md`: Hub metadata (language, license, tags, base model, model-index with WER and CER
     in percent) and a body with the results, usage, data and training settings."""
+    stand_in = stand_in_origin(model_args.model_name_or_path)
     hub_dataset = (
         data_args.dataset_name if data_args.dataset_name and not os.path.isdir(data_args.dataset_name) else None
     )
@@ -563,7 +564,7 @@ def write_model_card(
         library_name="transformers",
         pipeline_tag="automatic-speech-recognition",
         tags=["automatic-speech-recognition", "ctc", "distilxlsr", "wav2vec2", "portuguese", "brazilian-portuguese"]
-        + (["stand-in"] if stand_in_origin(model_args.model_name_or_path) else [])
+        + (["stand-in"] if stand_in else [])
         + (["synthetic-data"] if is_synthetic(data_args.data_dir) else []),
         base_model=model_args.model_name_or_path,
         datasets=[hub_dataset] if hub_dataset else None,
@@ -571,7 +572,7 @@ def write_model_card(
         model_name=model_name,
         eval_results=eval_results or None,
     )
-    notes = "".join(f"> **Note:** {note}\n\n" for note in card_notes(model_args, data_args))
+    notes = "".join(f"> **Note:** {note}\n\n" for note in card_notes(model_args, data_args, stand_in))
     rows = "\n".join(
         f"| {split} | {100 * results[f'{prefix}_wer']:.2f} | {100 * results[f'{prefix}_cer']:.2f} "
         f"| {results.get(f'{prefix}_samples', '')} |"

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from huggingface_hub import EvalResult
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Wav2Vec2Processor
@@ -27,8 +26,8 @@ from .decoding import (
     greedy_transcripts,
     lm_transcripts,
     load_lm_decoder,
-    unpadded_logits,
 )
+from .inference import CTCRecognizer
 from .models import load_ctc_model
 
 logger = logging.getLogger(__name__)
@@ -37,28 +36,17 @@ CARD_SECTION = "## Evaluation (evaluate_asr.py)"
 RATE_KEYS = ("wer", "cer", "wer_lm", "cer_lm", "rtf", "rtf_lm")
 
 
-@torch.inference_mode()
 def compute_logits(
     model: PreTrainedModel, processor: Wav2Vec2Processor, audio: list[np.ndarray], batch_size: int = 8
 ) -> list[np.ndarray]:
-    """Float32 CTC logits (frames x vocabulary) of each clip, batched by similar length, padding frames removed."""
+    """Float32 CTC logits (frames x vocabulary) of each clip, batched by similar length, padding frames removed: the
+    recogniser's own forward pass (`CTCRecognizer.logits`), so that evaluation and inference see the same numbers."""
+    recognizer = CTCRecognizer(model, processor)
     order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
     logits: list[np.ndarray | None] = [None] * len(audio)
-    dtype = next(model.parameters()).dtype
     for start in tqdm(range(0, len(order), batch_size), desc="model", leave=False):
         indices = order[start : start + batch_size]
-        inputs = processor.feature_extractor(
-            [audio[i] for i in indices],
-            sampling_rate=processor.feature_extractor.sampling_rate,
-            padding=True,
-            return_tensors="pt",
-        )
-        mask = inputs.get("attention_mask")
-        output = model(
-            inputs.input_values.to(model.device, dtype), attention_mask=None if mask is None else mask.to(model.device)
-        ).logits
-        lengths = torch.tensor([len(audio[i]) for i in indices])
-        for index, clip_logits in zip(indices, unpadded_logits(output, lengths, model.config)):
+        for index, clip_logits in zip(indices, recognizer.logits([audio[i] for i in indices])):
             logits[index] = clip_logits
     return logits  # type: ignore[return-value]
 

@@ -25,7 +25,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, Wav2Vec2Processor, Wav2Vec2ProcessorWithLM
 from transformers.modeling_outputs import CausalLMOutput
 
-from .audio import SAMPLING_RATE, AudioSource, load_audio
+from .audio import AudioSource, load_audio
 from .decoding import greedy_transcripts, lm_transcripts, unpadded_logits
 
 ONNX_FILE_NAMES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
@@ -75,25 +75,32 @@ class CTCRecognizer:
     """
 
     def __init__(self, model, processor: Wav2Vec2Processor | Wav2Vec2ProcessorWithLM):
-        self.model = model
+        on_accelerator = isinstance(model, torch.nn.Module) and model.device.type != "cpu"
+        self.model = _OnDevice(model) if on_accelerator else model
         self.processor = processor
         self.uses_lm = isinstance(processor, Wav2Vec2ProcessorWithLM)
 
     def __call__(self, audio: AudioSource | list[AudioSource], batch_size: int = 1) -> dict | list[dict]:
+        sampling_rate = self.processor.feature_extractor.sampling_rate
         if isinstance(audio, (list, tuple)):
-            arrays = [load_audio(item) for item in audio]
+            arrays = [load_audio(item, sampling_rate) for item in audio]
             texts = []
             for start in range(0, len(arrays), batch_size):
                 texts += self.decode(self.logits(arrays[start : start + batch_size]))
             return [{"text": text} for text in texts]
-        return {"text": self.decode(self.logits([load_audio(audio)]))[0]}
+        return {"text": self.decode(self.logits([load_audio(audio, sampling_rate)]))[0]}
 
     @torch.inference_mode()
     def logits(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Float32 CTC logits `(frames, vocab_size)` of each utterance; padded frames are cut off."""
+        """Float32 CTC logits `(frames, vocab_size)` of each utterance (mono arrays at the feature extractor's rate),
+        each normalised over its own samples; padded frames are cut off."""
         feature_extractor = self.processor.feature_extractor
         inputs = feature_extractor(
-            arrays, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True, return_attention_mask=True
+            arrays,
+            sampling_rate=feature_extractor.sampling_rate,
+            return_tensors="pt",
+            padding=True,
+            return_attention_mask=True,
         )
         attention_mask = inputs["attention_mask"] if feature_extractor.return_attention_mask else None
         logits = self.model(inputs["input_values"].to(self.model.dtype), attention_mask=attention_mask).logits
@@ -147,7 +154,6 @@ def load_recognizer(
         if dtype not in TORCH_DTYPES:
             raise ValueError(f"The torch backend runs dtype {sorted(TORCH_DTYPES)}, got {dtype!r}.")
         model = load_ctc_weights(model_dir, dtype, device, trust_remote_code)
-        model = _OnDevice(model) if device != "cpu" else model
     else:
         raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}.")
     return CTCRecognizer(model, load_processor(model_dir, decoder))
