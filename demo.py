@@ -28,9 +28,9 @@ from pathlib import Path
 
 from distilxlsr_pt.cards import set_card_section
 from distilxlsr_pt.results import read_results, write_json
+from distilxlsr_pt.stand_ins import SHIPPED_TEACHER_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent
-TEACHER_DIR = REPO_ROOT / "teachers" / "supervised-stand-in"
 LABELLED_FRACTION = 0.1  # of the training clips have transcripts for fine-tuning; all of them serve distillation
 
 # One CTC recipe for both students: a high learning rate with a short warm-up, the conv front end frozen (as in
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", default="outputs/demo", help="Where models, cards, plot and logs go.")
     parser.add_argument("--corpus_dir", default="demo_corpus", help="The demo corpus (built here if absent).")
     parser.add_argument("--free_speech_dir", default="demo_free_speech", help="The free-speech test set (built here).")
-    parser.add_argument("--teacher_dir", default=str(TEACHER_DIR), help="The teacher (trained here if absent).")
+    parser.add_argument("--teacher_dir", default=str(SHIPPED_TEACHER_DIR), help="The teacher (trained here if absent).")
     args = parser.parse_args(argv)
     settings = SETTINGS["quick" if args.quick else "full"]
     output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)

@@ -68,6 +68,7 @@ from distilxlsr_pt.cli import HelpFormatter
 from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding, Transcripts, metrics_function, prepare_split
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.lm import add_lm_and_score
+from distilxlsr_pt.memory import keep_memory_flat
 from distilxlsr_pt.models import load_feature_extractor
 from distilxlsr_pt.results import read_results, write_results
 from distilxlsr_pt.text import DEFAULT_CHARS_TO_IGNORE, build_vocabulary, normalize_text
@@ -636,6 +637,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     """Run the fine-tuning from command-line arguments (`sys.argv[1:]` when `args` is None); returns all results."""
     model_args, data_args, training_args = parse_arguments(args)
     setup_logging(training_args)
+    keep_memory_flat()
     set_seed(training_args.seed)
     claim_output_dir(model_args, training_args)
     if data_args.dataset_name is None:

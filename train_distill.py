@@ -62,6 +62,7 @@ from distilxlsr_pt.distillation import (
     parameter_groups,
     save_checkpoint,
 )
+from distilxlsr_pt.memory import keep_memory_flat, resident_memory_gb
 from distilxlsr_pt.models import load_feature_extractor
 from distilxlsr_pt.results import write_results
 from modeling_distilxlsr import DistilXLSRModel, min_samples_for_frames
@@ -597,7 +598,7 @@ def distill(args, accelerator, student, teacher, data, optimizer, scheduler, sta
         if state.step % args.logging_steps == 0 or last_step:
             means = running.log_entry(accelerator, args.teacher_layers)
             entry = {"step": state.step, "loss": means.pop("loss"), "lr": scheduler.get_last_lr()[0],
-                     "audio_hours": state.audio_seconds / 3600, **means}  # fmt: skip
+                     "audio_hours": state.audio_seconds / 3600, **means, **resident_memory_gb()}  # fmt: skip
             state.log_history.append(entry)
             accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=state.step)
             progress.set_postfix(
@@ -749,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     output_dir = Path(args.output_dir)
     previous_run = check_before_loading(args, output_dir)
     accelerator = build_accelerator(args, output_dir)
+    keep_memory_flat()
     if previous_run and args.overwrite_output_dir and accelerator.is_main_process:
         logger.warning("--overwrite_output_dir: deleting the previous run in %s", output_dir)
         remove_previous_run(previous_run)

@@ -19,6 +19,7 @@ imports them, never the other way round.
 - `cards`: the one model/dataset card writer, and whether a model or corpus is a stand-in
 - `results`: the one results writer (`<output_dir>/<job>_results.json`)
 - `checks`, `cli`: start-of-run checks and the shared command-line vocabulary
+- `memory`: keeping a long run's memory flat under glibc's malloc, and measuring it
 - `s3prl`: conversion to and from s3prl's distiller checkpoints
 - `stand_ins`, `demo_corpus`: the stand-in teachers and the synthetic demo corpus
 """

@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback, Wav2Vec2Processor
 from .audio import AudioDecodingError, load_audio
 from .checks import MAX_NONFINITE_STEPS_IN_A_ROW, NonFiniteStreak
 from .decoding import error_rates, frame_mask, greedy_decode
+from .memory import resident_memory_gb
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class DataCollatorCTCWithPadding:
 
 
 class CTCTrainer(Trainer):
-    """`Trainer` with two CTC-specific changes, and `SkipNonFiniteSteps` (`.nonfinite_guard`) among its callbacks.
+    """`Trainer` with these changes, and `SkipNonFiniteSteps` (`.nonfinite_guard`) among its callbacks.
 
+    - Training log lines carry the resident memory (`rss_gb`, `workers_rss_gb`).
     - Evaluation returns greedy CTC ids instead of logits (far less memory), with frames that only exist because of
       batch padding set to -100, so WER/CER do not depend on how the clips were batched; and, as its "labels", each
       clip's `clip_id` when the batch has one (the labels themselves still give the eval loss).
@@ -145,6 +147,12 @@ class CTCTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.nonfinite_guard = SkipNonFiniteSteps()
         self.add_callback(self.nonfinite_guard)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training log lines also give the resident memory of this process and its data-loader workers."""
+        if "loss" in logs:
+            logs.update(resident_memory_gb())
+        super().log(logs, start_time)
 
     def prediction_step(
         self,

@@ -87,7 +87,9 @@ def make_stand_in_teacher(output_dir: str | Path, size: str = "tiny", seed: int 
     return output_dir
 
 
-# The demo's supervised stand-in teacher (teachers/supervised-stand-in) was trained in two stages by
+SHIPPED_TEACHER_DIR = Path(__file__).resolve().parents[1] / "teachers" / "supervised-stand-in"
+
+# The demo's supervised stand-in teacher (SHIPPED_TEACHER_DIR) was trained in two stages by
 # stand_ins/train_teacher.py: its default recipe on the first 9 training voices (stand_ins/make_demo_corpus.py
 # --num_train_voices 9), then these arguments with --init_from that teacher on the full corpus.
 SHIPPED_STAGE_1_VOICES = 9

@@ -570,6 +570,8 @@ def test_overfits_a_handful_of_clips(tmp_path):
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     cers = [entry["eval_cer"] for entry in history if "eval_cer" in entry]
     assert cers[0] >= 0.9, cers  # untrained: nothing right
+    logged = [entry for entry in history if "loss" in entry]
+    assert len(logged) == 4 and all(entry["rss_gb"] > 0.05 for entry in logged)  # memory on each training log line
     final_cer = json.loads((output_dir / "all_results.json").read_text())["eval_cer"]
     assert final_cer < 0.3, cers
 

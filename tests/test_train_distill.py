@@ -284,6 +284,8 @@ def test_end_to_end_run_writes_a_student_card_and_results(teacher_dir, corpus_di
     assert "stand-in" in card.text and "synthetic" in card.text and "layer 12" in card.text
     loaded = load_in_fresh_process(output_dir, tmp_path)
     assert loaded == {"class": "DistilXLSRModel", "heads": [32, 32], "layers": [4, 12]}
+    logged = [entry for entry in results["log_history"] if "loss" in entry]
+    assert logged and all(entry["rss_gb"] > 0.05 and entry["workers_rss_gb"] >= 0 for entry in logged)
 
 
 def losses(output_dir):
