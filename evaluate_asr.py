@@ -33,6 +33,7 @@ from distilxlsr_pt.cli import (
 )
 from distilxlsr_pt.decoding import BEAM_WIDTH, TOKEN_MIN_LOGP
 from distilxlsr_pt.evaluation import evaluate_model, markdown_table, update_model_card
+from distilxlsr_pt.inference import DEFAULT_CHUNK_LENGTH_S
 from distilxlsr_pt.models import DTYPES
 from distilxlsr_pt.results import write_results
 
@@ -57,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=TOKEN_MIN_LOGP,
         help="LM decoding considers, per frame, the characters with a log probability above this (and the best one).",
+    )
+    parser.add_argument(
+        "--chunk_length_s",
+        type=float,
+        default=DEFAULT_CHUNK_LENGTH_S,
+        help="Clips longer than this many seconds run in overlapping windows of this length (memory stays flat); "
+        "0 runs every clip in one pass.",
+    )
+    parser.add_argument(
+        "--stride_length_s",
+        type=float,
+        default=None,
+        help="Context on each side of a window whose logits are dropped (default: chunk_length_s / 6).",
     )
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1, help="Processes for LM decoding.")
     parser.add_argument("--num_examples", type=int, default=3, help="Transcripts printed per dataset.")
@@ -92,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float | None]]:
         decoder_params=decoder_params,
         num_examples=args.num_examples,
         trust_remote_code=args.trust_remote_code,
+        chunk_length_s=args.chunk_length_s,
+        stride_length_s=args.stride_length_s,
     )
     table = markdown_table(results)
     print(table)

@@ -67,7 +67,7 @@ from distilxlsr_pt.checks import (
 from distilxlsr_pt.cli import HelpFormatter
 from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding, Transcripts, metrics_function, prepare_split
 from distilxlsr_pt.data import DatasetSplit
-from distilxlsr_pt.lm import add_lm_and_score
+from distilxlsr_pt.lm import add_lm_and_score, check_text_file
 from distilxlsr_pt.memory import keep_memory_flat
 from distilxlsr_pt.models import load_feature_extractor
 from distilxlsr_pt.results import read_results, write_results
@@ -204,7 +204,8 @@ class DataTrainingArguments:
         default=None,
         metadata={
             "help": "Text (one sentence per line) of an n-gram LM added at the end (as add_ngram_lm.py; alpha and beta "
-            "tuned on the eval split); the test split is then scored greedily and with the LM."
+            "tuned on the eval split); the test split is then scored greedily and with the LM. Checked (exists, UTF-8, "
+            "holds a sentence) before any data loads."
         },
     )
     lm_order: int = field(default=4, metadata={"help": "Order of the --lm_text_file n-gram LM."})
@@ -270,6 +271,11 @@ def parse_arguments(args: list[str] | None) -> tuple[ModelArguments, DataTrainin
         parser.error("--overwrite_output_dir deletes the run that --resume_from_checkpoint would continue: pass one")
     if resume and not os.path.isdir(resume):
         parser.error(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    if data_args.lm_text_file:  # read only after training: a bad file must fail now
+        try:
+            check_text_file(data_args.lm_text_file)
+        except ValueError as error:
+            parser.error(str(error))
     return model_args, data_args, training_args
 
 
@@ -417,8 +423,9 @@ def prepare_data(
     main_process_first,
 ) -> tuple[DatasetDict, Transcripts, dict[str, int]]:  # fmt: skip
     """Decode, extract features and tokenise every split (`ctc.prepare_split`); clips too short for the model (or for
-    SpecAugment's masks, in training) or outside the duration bounds are dropped and counted. Evaluated splits get
-    their clips' ids into `Transcripts`, the references."""
+    SpecAugment's masks, in training) or outside the duration bounds, and training clips whose transcript needs more
+    frames than the clip has, are dropped and counted. Evaluated splits get their clips' ids into `Transcripts`, the
+    references."""
     sampling_rate = processor.feature_extractor.sampling_rate
     min_samples = max(min_samples_for_frames(model_config), int(data_args.min_duration_in_seconds * sampling_rate))
     max_samples = int(data_args.max_duration_in_seconds * sampling_rate)
@@ -432,7 +439,7 @@ def prepare_data(
                 low = max(low, min_samples_for_frames(model_config, model_config.mask_time_length))
             vectorized[key], split_stats = prepare_split(
                 dataset, processor, data_args.audio_column_name, length_column, low, max_samples,
-                data_args.preprocessing_num_workers, key,
+                data_args.preprocessing_num_workers, key, model_config if key == "train" else None,
             )  # fmt: skip
             stats.update(split_stats)
             if key != "train":
@@ -617,7 +624,8 @@ NumPy arrays must hold 16 kHz mono float audio.
 - Vocabulary: {results.get("vocab_size", "?")} tokens, characters plus `[PAD]` (the CTC blank), `[UNK]` (unseen
   characters) and `|` (word delimiter).
 - Clips kept: {data_args.min_duration_in_seconds}-{data_args.max_duration_in_seconds} s and no shorter than the model's
-  receptive field. Dropped: {json.dumps(dropped) if dropped else "none"}.
+  receptive field; in training, only transcripts that fit in their clip's frames. Dropped:
+  {json.dumps(dropped) if dropped else "none"}.
 
 ## Training
 

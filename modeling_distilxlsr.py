@@ -35,7 +35,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     Wav2Vec2LayerNormConvLayer,
     Wav2Vec2PreTrainedModel,
 )
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -43,6 +43,8 @@ try:  # imported as part of a package: remote code (`trust_remote_code=True`) co
     from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
 except ImportError:  # imported as a top-level module from a checkout of this project
     from configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+
+logger = logging.get_logger(__name__)
 
 # Config fields that only the distillation uses; a plain Wav2Vec2Config is the rest.
 DISTILLATION_FIELDS = ("teacher_layers", "teacher_hidden_size", "teacher_name_or_path", "prediction_head_inter_dim")
@@ -247,6 +249,8 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
             return_layer_predictions (`bool`, defaults to `True`):
                 Run the prediction heads. Off, the forward costs exactly a `Wav2Vec2Model`'s.
         """
+        if conv_features is None and self._get_feat_extract_output_lengths(input_values.shape[-1]) < 1:
+            return self._no_frames_output(input_values, return_layer_predictions)
         if conv_features is None:
             conv_features = self.feature_extractor(input_values)
         extract_features = conv_features.transpose(1, 2)
@@ -265,6 +269,24 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
             layer_predictions = tuple(head(hidden_states) for head in self.prediction_heads)
         return DistilXLSROutput(
             last_hidden_state=hidden_states, layer_predictions=layer_predictions, extract_features=extract_features
+        )
+
+    def _no_frames_output(self, input_values: torch.Tensor, return_layer_predictions: bool) -> DistilXLSROutput:
+        """The output for inputs shorter than the receptive field: zero frames (so a pipeline's text is empty), and a
+        warning; the conv front end cannot run on them (wav2vec2 raises an IndexError)."""
+        logger.warning(
+            "An input of %d samples is shorter than the model's receptive field (%d samples): no frames, no text.",
+            input_values.shape[-1],
+            min_samples_for_frames(self.config),
+        )
+        hidden_states = input_values.new_zeros(input_values.shape[0], 0, self.config.hidden_size)
+        layer_predictions = None
+        if return_layer_predictions and self.prediction_heads is not None:
+            layer_predictions = tuple(head(hidden_states) for head in self.prediction_heads)
+        return DistilXLSROutput(
+            last_hidden_state=hidden_states,
+            layer_predictions=layer_predictions,
+            extract_features=input_values.new_zeros(input_values.shape[0], 0, self.config.conv_dim[-1]),
         )
 
     @classmethod

@@ -1,8 +1,8 @@
 """CTC fine-tuning with transformers' `Trainer`: the data preparation, collator, trainer and guard finetune_ctc.py
 uses (and stand_ins/train_teacher.py through it).
 
-- `prepare_split`: decode (the one audio decoder), extract features, tokenise; drop, and count, unreadable clips and
-  clips outside the duration bounds.
+- `prepare_split`: decode (the one audio decoder), extract features, tokenise; drop, and count, unreadable clips,
+  clips outside the duration bounds and transcripts longer than their clip has frames for.
 - `DataCollatorCTCWithPadding`: pads audio with the feature extractor and labels with -100.
 - `CTCTrainer`: greedy ids without padding frames instead of logits in evaluation, each paired with its clip's id (so
   every reference is the clip's own normalised transcript, whatever order evaluation batches them in), and the loss
@@ -13,7 +13,7 @@ uses (and stand_ins/train_teacher.py through it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +24,18 @@ from transformers import Trainer, TrainerCallback, Wav2Vec2Processor
 
 from .audio import AudioDecodingError, load_audio
 from .checks import MAX_NONFINITE_STEPS_IN_A_ROW, NonFiniteStreak
-from .decoding import error_rates, frame_mask, greedy_decode
+from .decoding import error_rates, frame_mask, greedy_decode, output_frames
 from .memory import resident_memory_gb
 
 logger = logging.getLogger(__name__)
 
 CLIP_ID = "clip_id"  # a column of evaluated splits: the clip's row in `Transcripts`
+
+
+def ctc_frames_needed(labels: Sequence[int]) -> int:
+    """The fewest frames a CTC alignment of `labels` takes: one per label, plus a blank between two equal labels in a
+    row. With fewer frames the CTC loss is infinite (zeroed by `ctc_zero_infinity`: the clip would teach nothing)."""
+    return len(labels) + sum(1 for previous, label in zip(labels, labels[1:]) if previous == label)
 
 
 def prepare_split(
@@ -41,10 +47,13 @@ def prepare_split(
     max_samples: int,
     num_proc: int | None,
     name: str,
+    model_config: Any | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
     """Decode, extract features and tokenise `target_text`; then keep the readable clips of `min_samples` to
-    `max_samples` samples. Returns the dataset and, by reason, how many clips were dropped and kept
-    (`<name>_filtered_unreadable_audio`, `_too_short`, `_too_long`, `<name>_samples`)."""
+    `max_samples` samples and, with `model_config` (for training), only those whose transcript fits in the frames the
+    model gives them (`ctc_frames_needed`; scored splits keep theirs, so that their WER counts what the model cannot
+    say, as evaluate_asr.py does). Returns the dataset and, by reason, how many clips were dropped and kept
+    (`<name>_filtered_unreadable_audio`, `_too_short`, `_too_long`, `_transcript_too_long`, `<name>_samples`)."""
     feature_extractor, tokenizer = processor.feature_extractor, processor.tokenizer
     sampling_rate = feature_extractor.sampling_rate
 
@@ -74,15 +83,22 @@ def prepare_split(
     dataset = dataset.map(
         decode, remove_columns=columns, features=features, num_proc=num_proc, desc=f"decoding {name} audio"
     )
+
+    def transcript_fits(lengths: list[int], labels: list[list[int]]) -> list[bool]:
+        frames = output_frames(model_config, torch.tensor(lengths, dtype=torch.long)).tolist()
+        return [ctc_frames_needed(ids) <= count for ids, count in zip(labels, frames)]
+
+    filters = [  # batched: each gets lists of its columns' values
+        ("unreadable_audio", ["readable"], lambda readable: readable),
+        ("too_short", [length_column], lambda lengths: [length >= min_samples for length in lengths]),
+        ("too_long", [length_column], lambda lengths: [length <= max_samples for length in lengths]),
+    ]
+    if model_config is not None:
+        filters.append(("transcript_too_long", [length_column, "labels"], transcript_fits))
     stats = {}
-    for reason, keep in (
-        ("unreadable_audio", lambda readable: readable),
-        ("too_short", lambda length: length >= min_samples),
-        ("too_long", lambda length: length <= max_samples),
-    ):
-        column = "readable" if reason == "unreadable_audio" else length_column
+    for reason, columns, keep in filters:
         before = len(dataset)
-        dataset = dataset.filter(keep, input_columns=[column])
+        dataset = dataset.filter(keep, input_columns=columns, batched=True)
         stats[f"{name}_filtered_{reason}"] = before - len(dataset)
     stats[f"{name}_samples"] = len(dataset)
     if len(dataset) == 0:

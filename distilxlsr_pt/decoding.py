@@ -10,6 +10,7 @@ gets the same WER from every script.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,15 @@ def output_frames(config: Any, num_samples: torch.Tensor) -> torch.Tensor:
     holder = SimpleNamespace(config=config)
     add_adapter = getattr(config, "add_adapter", False)  # (HuBERT's config has no adapter field)
     return Wav2Vec2PreTrainedModel._get_feat_extract_output_lengths(holder, torch.as_tensor(num_samples), add_adapter)
+
+
+def samples_per_frame(config: Any) -> int:
+    """Input samples per output frame (the hop between frames): the product of the conv strides, and of the
+    adapter's if any (320 for wav2vec2 / XLSR-53: 20 ms at 16 kHz)."""
+    hop = math.prod(config.conv_stride)
+    if getattr(config, "add_adapter", False):
+        hop *= config.adapter_stride**config.num_adapter_layers
+    return hop
 
 
 def frame_mask(config: Any, num_samples: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -103,12 +113,13 @@ def lm_transcripts(
     normalised like the references. A fork process pool splits the clips when `num_workers` > 1; it is made here,
     after any change of the decoder's parameters, since forked workers keep the parameters they were started with."""
     options = {"beam_width": beam_width, "token_min_logp": token_min_logp}
-    if num_workers > 1 and len(logits) >= 2 * num_workers and "fork" in multiprocessing.get_all_start_methods():
+    framed = [clip for clip in logits if len(clip)]  # a clip without frames (too short for the model) has no text
+    if num_workers > 1 and len(framed) >= 2 * num_workers and "fork" in multiprocessing.get_all_start_methods():
         with multiprocessing.get_context("fork").Pool(num_workers) as pool:
-            beams = decoder.decode_beams_batch(pool, list(logits), **options)
+            beams = iter(decoder.decode_beams_batch(pool, framed, **options))
     else:
-        beams = decoder.decode_beams_batch(None, list(logits), **options)
-    return [normalize_text(clip[0][0], chars_to_ignore) for clip in beams]
+        beams = iter(decoder.decode_beams_batch(None, framed, **options))
+    return [normalize_text(next(beams)[0][0], chars_to_ignore) if len(clip) else "" for clip in logits]
 
 
 def decoder_labels(tokenizer: Any) -> list[str]:

@@ -27,7 +27,7 @@ from .decoding import (
     lm_transcripts,
     load_lm_decoder,
 )
-from .inference import CTCRecognizer
+from .inference import DEFAULT_CHUNK_LENGTH_S, CTCRecognizer, chunk_sizes
 from .models import load_ctc_model
 
 logger = logging.getLogger(__name__)
@@ -37,11 +37,17 @@ RATE_KEYS = ("wer", "cer", "wer_lm", "cer_lm", "rtf", "rtf_lm")
 
 
 def compute_logits(
-    model: PreTrainedModel, processor: Wav2Vec2Processor, audio: list[np.ndarray], batch_size: int = 8
+    model: PreTrainedModel,
+    processor: Wav2Vec2Processor,
+    audio: list[np.ndarray],
+    batch_size: int = 8,
+    chunk_length_s: float = DEFAULT_CHUNK_LENGTH_S,
+    stride_length_s: float | None = None,
 ) -> list[np.ndarray]:
     """Float32 CTC logits (frames x vocabulary) of each clip, batched by similar length, padding frames removed: the
-    recogniser's own forward pass (`CTCRecognizer.logits`), so that evaluation and inference see the same numbers."""
-    recognizer = CTCRecognizer(model, processor)
+    recogniser's own forward pass (`CTCRecognizer.logits`, long clips in overlapping windows), so that evaluation and
+    inference see the same numbers."""
+    recognizer = CTCRecognizer(model, processor, chunk_length_s, stride_length_s)
     order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
     logits: list[np.ndarray | None] = [None] * len(audio)
     for start in tqdm(range(0, len(order), batch_size), desc="model", leave=False):
@@ -82,23 +88,27 @@ def evaluate_model(
     decoder_params: dict[str, float] | None = None,
     num_examples: int = 0,
     trust_remote_code: bool = False,
+    chunk_length_s: float = DEFAULT_CHUNK_LENGTH_S,
+    stride_length_s: float | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Score `model_name_or_path` on each of `splits`: {label: {"wer", "cer", "wer_lm", "cer_lm", "rtf", "rtf_lm",
     "clips", "hours"}} (rates as fractions; `*_lm` None without a language model), plus an "average" entry (the
     unweighted mean over the corpora) when there are several. The LM is `lm_dir`'s, else the model directory's;
-    `decoder_params` overrides its alpha, beta or unk_score_offset."""
+    `decoder_params` overrides its alpha, beta or unk_score_offset. Clips longer than `chunk_length_s` run in
+    overlapping windows (`inference.CTCRecognizer`); a clip too short for one frame counts as empty text."""
     model, processor = load_ctc_model(model_name_or_path, dtype, trust_remote_code=trust_remote_code)
+    sampling_rate = processor.feature_extractor.sampling_rate
+    chunk_sizes(model.config, sampling_rate, chunk_length_s, stride_length_s)  # impossible lengths fail before any data
     decoder = load_lm_decoder(lm_dir or model_name_or_path) if use_lm else None
     if use_lm and decoder is None:
         logger.warning("No language model in %s: greedy decoding only.", lm_dir or model_name_or_path)
     if decoder is not None and decoder_params:
         decoder.reset_params(**{key: float(value) for key, value in decoder_params.items()})
-    sampling_rate = processor.feature_extractor.sampling_rate
     results: dict[str, dict[str, float | None]] = {}
     for split in splits:
         audio, references = load_clips(split, sampling_rate)
         start = time.perf_counter()
-        logits = compute_logits(model, processor, audio, batch_size)
+        logits = compute_logits(model, processor, audio, batch_size, chunk_length_s, stride_length_s)
         model_seconds = time.perf_counter() - start
         predictions = greedy_transcripts(processor.tokenizer, logits)
         greedy_seconds = time.perf_counter() - start

@@ -49,6 +49,21 @@ def read_texts(text_file: str | None = None, dataset: DatasetSplit | None = None
     return sentences
 
 
+def check_text_file(text_file: str | os.PathLike, flag: str = "--lm_text_file") -> None:
+    """Fail at the start of a run, not after hours of training, on an LM text file (given as `flag`) that is missing,
+    not UTF-8, or holds no sentence once normalised. Reads only up to the first sentence."""
+    path = Path(text_file)
+    if not path.is_file():
+        raise ValueError(f"{flag} {path}: no such file.")
+    try:
+        with open(path, encoding="utf-8") as file:
+            has_sentence = any(normalize_text(line) for line in file)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{flag} {path} is not UTF-8 text ({error}).") from error
+    if not has_sentence:
+        raise ValueError(f"{flag} {path} holds no sentence: give a UTF-8 text file with one sentence per line.")
+
+
 def save_with_lm(processor: Wav2Vec2ProcessorWithLM, output_dir: str | os.PathLike) -> None:
     """Save the processor and decoder, and declare `Wav2Vec2ProcessorWithLM` in the feature extractor's config:
     transformers' pipeline attaches the LM only when the feature extractor section says so (in transformers 5 the

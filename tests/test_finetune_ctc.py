@@ -22,6 +22,7 @@ from distilxlsr_pt.cards import write_card
 from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.decoding import greedy_decode
+from distilxlsr_pt.models import default_feature_extractor
 from distilxlsr_pt.stand_ins import stand_in_teacher_config
 from distilxlsr_pt.text import build_vocabulary, normalize_text
 from finetune_ctc import main
@@ -192,6 +193,47 @@ def test_tokenizer_from_vocabulary_maps_unseen_characters_to_unk(tmp_path):
 def test_min_samples_for_frames():
     assert min_samples_for_frames(Wav2Vec2Config()) == 400  # wav2vec2's receptive field, 25 ms at 16 kHz
     assert min_samples_for_frames(Wav2Vec2Config(), frames=10) == 400 + 9 * 320
+
+
+def test_ctc_frames_needed_counts_a_blank_between_repeats():
+    assert ctc.ctc_frames_needed([]) == 0
+    assert ctc.ctc_frames_needed([3, 4, 5]) == 3
+    assert ctc.ctc_frames_needed([3, 3, 4, 4, 4]) == 5 + 3
+
+
+def test_prepare_split_drops_and_counts_training_transcripts_longer_than_their_frames(tmp_path):
+    """A 0.1 s clip has 4 frames (XLSR-53's conv stack): "abc" and "aab" (3 + 1 repeat) fit, "abcde" and "aaaa" (4 + 3
+    repeats) would be trained on with their CTC loss zeroed: dropped and counted. Without a model config (the scored
+    splits) all are kept."""
+    from datasets import Dataset
+
+    (tmp_path / "vocab.json").write_text(json.dumps(build_vocabulary(["abcde"])), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), bos_token=None, eos_token=None)
+    processor = Wav2Vec2Processor(feature_extractor=default_feature_extractor(), tokenizer=tokenizer)
+    texts = ["abc", "aab", "abcde", "aaaa"]
+    audio = np.random.default_rng(0).standard_normal(1600).astype(np.float32)
+    dataset = Dataset.from_dict({"audio": [audio] * len(texts), "target_text": texts})
+    config = Wav2Vec2Config()
+    kept, stats = ctc.prepare_split(dataset, processor, "audio", "input_length", 400, 16000, None, "train", config)
+    assert kept["target_text"] == ["abc", "aab"]
+    assert stats["train_filtered_transcript_too_long"] == 2 and stats["train_samples"] == 2
+    kept, stats = ctc.prepare_split(dataset, processor, "audio", "input_length", 400, 16000, None, "eval")
+    assert len(kept) == 4 and "eval_filtered_transcript_too_long" not in stats
+
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n?! …\n"])
+def test_a_missing_or_empty_lm_text_file_is_refused_before_any_data_is_read(tmp_path, monkeypatch, capsys, content):
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
+    text_file = tmp_path / "lm.txt"
+    if content is not None:
+        text_file.write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["--model_name_or_path", str(tmp_path / "model"), "--data_dir", str(tmp_path), "--lm_text_file",
+              str(text_file), *common_args(tmp_path / "out", tmp_path / "cache")])  # fmt: skip
+    error = capsys.readouterr().err
+    assert (
+        f"--lm_text_file {text_file}" in error and ("no such file" if content is None else "holds no sentence") in error
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -261,3 +261,127 @@ def test_output_frames_is_transformers_arithmetic_for_models_without_the_method(
         expected = model._get_feat_extract_output_lengths(lengths)
         assert torch.equal(output_frames(model.config, lengths), expected), type(model).__name__
     assert output_frames(models[0].config, lengths).tolist() != output_frames(models[2].config, lengths).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Long recordings (chunked in overlapping windows) and clips shorter than the receptive field
+# ---------------------------------------------------------------------------------------------------------------------
+class PositionModel:
+    """A CTC "model" whose logits at each frame name the frame's position in the whole clip: it reads the (not
+    normalised) input, a ramp of sample indices, at each frame's first sample. Stitched windows must then give exactly
+    the unchunked ids. It records the shape of every batch it is given."""
+
+    def __init__(self):
+        self.config = Wav2Vec2Config(vocab_size=len(VOCAB), pad_token_id=0)  # XLSR-53's conv stack: 400 / 320
+        self.dtype = torch.float32
+        self.batches = []
+
+    def __call__(self, input_values, attention_mask=None):
+        from transformers.modeling_outputs import CausalLMOutput
+
+        from distilxlsr_pt.decoding import output_frames, samples_per_frame
+
+        self.batches.append(tuple(input_values.shape))
+        hop = samples_per_frame(self.config)
+        frames = int(output_frames(self.config, input_values.shape[1]))
+        clip_frames = (input_values[:, ::hop][:, :frames] / hop).round().long()
+        return CausalLMOutput(logits=torch.nn.functional.one_hot(position_ids(clip_frames), len(VOCAB)).float())
+
+
+def position_ids(frames):
+    """Runs of 7 frames of a letter (a..e), a blank after every run: a transcript that spells every window."""
+    return torch.where(frames % 8 == 7, 0, 3 + (frames // 8) % 5)
+
+
+def position_recognizer(tmp_path, **chunking):
+    from distilxlsr_pt.inference import CTCRecognizer
+
+    (tmp_path / "vocab.json").write_text(json.dumps(VOCAB), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json"), bos_token=None, eos_token=None)
+    processor = Wav2Vec2Processor(feature_extractor=Wav2Vec2FeatureExtractor(do_normalize=False), tokenizer=tokenizer)
+    return CTCRecognizer(PositionModel(), processor, **chunking)
+
+
+def test_chunked_logits_are_stitched_from_every_window_exactly_once(tmp_path):
+    """10 s and 3.3 s ramps in 2 s windows (0.5 s strides): every frame of the clip is there once, from a window that
+    holds its whole receptive field, so ids and transcripts equal the unchunked ones; no batch holds more windows than
+    clips were given, nor a window longer than 2 s (memory stays that of 2 s clips)."""
+    from distilxlsr_pt.decoding import output_frames
+
+    clips = [np.arange(n, dtype=np.float32) for n in (160_000, 52_800, 9_000)]
+    chunked = position_recognizer(tmp_path, chunk_length_s=2.0, stride_length_s=0.5)
+    whole = position_recognizer(tmp_path, chunk_length_s=0)
+    logits = chunked.logits(clips)
+    for clip, clip_logits in zip(clips, logits):
+        frames = int(output_frames(whole.model.config, len(clip)))
+        assert np.array_equal(clip_logits.argmax(-1), position_ids(torch.arange(frames)).numpy())
+    whole_logits = whole.logits(clips)
+    assert [len(x) for x in logits] == [len(x) for x in whole_logits]
+    assert chunked.decode(logits) == whole.decode(whole_logits) and len(chunked.decode(logits)[0]) > 100
+    assert len(chunked.model.batches) > 3  # 10 s in 2 s windows stepping 1 s: 9 windows, 3 per batch
+    assert all(size <= 3 and samples <= 32_000 for size, samples in chunked.model.batches)
+    assert whole.model.batches == [(3, 160_000)]
+
+
+def test_chunked_student_logits_have_the_unchunked_frame_count_and_equal_them_for_a_long_chunk(tmp_path):
+    """A real (tiny, random) student: chunking keeps the frame count exactly; a chunk longer than the clip (and the
+    default, 30 s, for these clips) leaves the logits bit for bit as one pass gives them."""
+    from distilxlsr_pt.inference import CTCRecognizer
+
+    model = tiny_student_ctc()
+    processor = Wav2Vec2Processor.from_pretrained(save_tiny_ctc_model(tmp_path / "ctc", model))
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(n).astype(np.float32) for n in (160_000, 33_333, 9_000)]
+    whole = CTCRecognizer(model, processor, chunk_length_s=0).logits(clips)
+    for chunking in ({"chunk_length_s": 2.0}, {"chunk_length_s": 3.0, "stride_length_s": 1.0}):
+        chunked = CTCRecognizer(model, processor, **chunking).logits(clips)
+        assert [x.shape for x in chunked] == [x.shape for x in whole], chunking
+        assert not np.array_equal(chunked[0], whole[0])  # really chunked: attention saw less context
+    for chunking in ({"chunk_length_s": 11.0}, {}):
+        chunked = CTCRecognizer(model, processor, **chunking).logits(clips)
+        assert all(np.array_equal(a, b) for a, b in zip(chunked, whole)), chunking
+
+
+@pytest.mark.parametrize(
+    "chunking, message",
+    [
+        ({"chunk_length_s": 1.0, "stride_length_s": 0.5}, "more than twice stride_length_s"),
+        ({"chunk_length_s": 1.0, "stride_length_s": 0.0}, "stride_length_s must be at least 0.02 s"),
+        ({"chunk_length_s": -1.0}, "must be >= 0"),
+    ],
+)
+def test_impossible_chunk_lengths_are_refused(tmp_path, chunking, message):
+    with pytest.raises(ValueError, match=message):
+        position_recognizer(tmp_path, **chunking)
+
+
+def test_a_clip_shorter_than_the_receptive_field_gives_empty_text_in_the_recognizer_and_the_pipeline(exported, caplog):
+    """200 samples (12.5 ms, less than XLSR's 400-sample receptive field): empty text and a warning from the
+    recogniser (torch and ONNX, alone and beside a longer clip) and from transformers' ASR pipeline with the student,
+    instead of an IndexError; a long clip through the ONNX recogniser is chunked to the unchunked frame count."""
+    from transformers import pipeline
+
+    from distilxlsr_pt.inference import load_recognizer
+
+    model_dir, output_dir = exported
+    rng = np.random.default_rng(0)
+    short, normal = rng.standard_normal(200).astype(np.float32), rng.standard_normal(16_000).astype(np.float32)
+    for backend, path in (("torch", model_dir), ("onnx", output_dir)):
+        asr = load_recognizer(path, backend=backend)
+        caplog.clear()
+        assert asr(short) == {"text": ""}, backend
+        assert "shorter than the model's receptive field (400 samples)" in caplog.text
+        texts = asr([short, normal, short], batch_size=3)
+        assert texts[0] == texts[2] == {"text": ""} and texts[1] == asr(normal), backend
+    long = rng.standard_normal(80_000).astype(np.float32)
+    onnx = load_recognizer(output_dir, backend="onnx", chunk_length_s=1.0, stride_length_s=0.2)
+    assert (
+        onnx.logits([long])[0].shape
+        == load_recognizer(output_dir, backend="onnx", chunk_length_s=0).logits([long])[0].shape
+    )
+
+    asr = pipeline("automatic-speech-recognition", model=str(model_dir))
+    assert asr(short) == {"text": ""}
+    model = DistilXLSRForCTC.from_pretrained(model_dir).eval()
+    with torch.inference_mode():
+        assert model(torch.from_numpy(short)[None]).logits.shape == (1, 0, len(VOCAB))

@@ -223,3 +223,27 @@ def test_finetune_ctc_lm_text_file_adds_the_lm_and_scores_the_test_split_both_wa
     assert info["tuned_on"] == "corpus (validation)" and info["alpha"] == saved["lm_alpha"]
     card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert "## Language model (add_ngram_lm.py)" in card and "Test WER with LM (%)" in card
+
+
+def test_evaluate_asr_gives_a_too_short_clip_empty_text_and_chunks_long_ones(lm_model, tmp_path, caplog, capsys):
+    """A 200-sample clip (shorter than the 400-sample receptive field) in the eval set: scored as empty text, greedy
+    and with the LM, with a warning, instead of an IndexError. `--chunk_length_s` reaches the recogniser: impossible
+    lengths are refused before any data is read, and 0.5 s windows score the 0.5-1.5 s clips."""
+    corpus = noise_audiofolder(tmp_path / "corpus", SENTENCES[:3], seed=7)
+    soundfile.write(corpus / "test" / "short.wav", np.random.default_rng(0).standard_normal(200) * 0.1, 16000)
+    metadata = corpus / "test" / "metadata.csv"
+    lines = metadata.read_text(encoding="utf-8").splitlines()
+    metadata.write_text("\n".join([lines[0], "short.wav,o gato", *lines[1:]]) + "\n", encoding="utf-8")
+    # one clip per batch: the short one alone, as it crashed before
+    args = ["--model_name_or_path", str(lm_model["output_dir"]), "--dataset_name", str(corpus), "--num_workers", "1",
+            "--batch_size", "1", "--num_examples", "1"]  # fmt: skip
+    results = evaluate_asr.main(args)
+    assert results["corpus (test)"]["clips"] == 4
+    assert "shorter than the model's receptive field" in caplog.text
+    printed = capsys.readouterr().out
+    assert "reference: o gato\n  greedy:    \n  LM:        \n" in printed  # the short clip, printed first
+
+    with pytest.raises(ValueError, match="more than twice stride_length_s"):
+        evaluate_asr.main([*args, "--chunk_length_s", "0.2", "--stride_length_s", "0.1"])
+    chunked = evaluate_asr.main([*args, "--chunk_length_s", "0.5", "--stride_length_s", "0.1"])
+    assert chunked["corpus (test)"]["clips"] == 4 and chunked["corpus (test)"]["wer"] > 0
