@@ -60,6 +60,7 @@ from distilxlsr_pt.checks import (
     PROBABILITY,
     SEED,
     check_data_dir,
+    check_no_checkpoint_lookalikes,
     check_output_dir,
     numeric_option_errors,
     remove_previous_run,
@@ -69,7 +70,7 @@ from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding, Transcript
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.lm import add_lm_and_score, check_text_file
 from distilxlsr_pt.memory import keep_memory_flat
-from distilxlsr_pt.models import load_feature_extractor
+from distilxlsr_pt.models import load_feature_extractor, save_model_folder
 from distilxlsr_pt.results import read_results, write_results
 from distilxlsr_pt.text import DEFAULT_CHARS_TO_IGNORE, build_vocabulary, normalize_text
 from modeling_distilxlsr import min_samples_for_frames
@@ -294,15 +295,19 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 
 def claim_output_dir(model_args: ModelArguments, training_args: TrainingArguments) -> None:
-    """An unwritable `--output_dir`, or training into one that holds another run, ends the run here; with
-    `--overwrite_output_dir` the previous run is deleted."""
+    """An unwritable `--output_dir`, training into one that holds another run, or one in use by a run (the main
+    process locks it for the life of the run) ends the run here; with `--overwrite_output_dir` the previous run is
+    deleted."""
     with training_args.main_process_first(desc="checking the output folder"):
         previous_run = check_output_dir(
             training_args.output_dir,
             RUN_FILES if training_args.do_train else (),
             model_args.overwrite_output_dir,
             bool(training_args.resume_from_checkpoint),
+            lock=training_args.process_index == 0,
         )
+        if training_args.do_train and training_args.save_total_limit:
+            check_no_checkpoint_lookalikes(training_args.output_dir)
         if previous_run and model_args.overwrite_output_dir and training_args.process_index == 0:
             logger.warning("--overwrite_output_dir: deleting the previous run in %s", training_args.output_dir)
             remove_previous_run(previous_run)
@@ -471,7 +476,13 @@ def train_and_score(
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         if not all(torch.isfinite(p).all() for p in trainer.model.parameters()):
             raise RuntimeError("The fine-tuned weights are not finite (NaN or inf): not saved.")
-        trainer.save_model()
+        # Into a staging folder first (a full disk leaves no config without weights); `_internal_call`: the upload
+        # comes at the end, once the files are in place.
+        save_model_folder(
+            training_args.output_dir,
+            lambda folder: trainer.save_model(str(folder), _internal_call=True),
+            writer=training_args.should_save,
+        )
         record("train", {**train_result.metrics, "train_skipped_nonfinite_steps": trainer.nonfinite_guard.skipped})
         trainer.save_state()
     if training_args.do_eval:

@@ -36,6 +36,7 @@ from distilxlsr_pt.checks import (
     NON_NEGATIVE,
     POSITIVE,
     PROBABILITY,
+    RUN_LOCK_PATTERN,
     SEED,
     NonFiniteStreak,
     check_data_dir,
@@ -54,6 +55,7 @@ from distilxlsr_pt.distillation import (
     LossTerms,
     StreamingAudioClips,
     Teacher,
+    check_resumed_state,
     distillation_forward,
     evaluate,
     list_checkpoints,
@@ -63,7 +65,7 @@ from distilxlsr_pt.distillation import (
     save_checkpoint,
 )
 from distilxlsr_pt.memory import keep_memory_flat, resident_memory_gb
-from distilxlsr_pt.models import load_feature_extractor
+from distilxlsr_pt.models import load_feature_extractor, save_model_folder
 from distilxlsr_pt.results import write_results
 from modeling_distilxlsr import DistilXLSRModel, min_samples_for_frames
 
@@ -262,13 +264,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # Stages of a run
 
 
-def check_before_loading(args: argparse.Namespace, output_dir: Path) -> list[Path]:
+def check_before_loading(args: argparse.Namespace, output_dir: Path, main_process: bool) -> list[Path]:
     """Fail in the first second, before any data or weights are loaded: an unwritable folder, one holding another
-    run, a teacher layer beyond the teacher's depth, a missing `--data_dir`. Returns the previous run's files."""
+    run or in use by one (the main process locks it for the run), a teacher layer beyond the teacher's depth, a
+    missing `--data_dir`. Returns the previous run's files."""
     resuming = args.resume_from_checkpoint is not None and (
         args.resume_from_checkpoint != "latest" or bool(list_checkpoints(output_dir))
     )
-    previous_run = check_output_dir(output_dir, RUN_FILES, args.overwrite_output_dir, resuming)
+    previous_run = check_output_dir(output_dir, RUN_FILES, args.overwrite_output_dir, resuming, lock=main_process)
     teacher_config = AutoConfig.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
     check_teacher_layers(args.teacher_layers, teacher_config.num_hidden_layers, "--teacher_layers")
     if args.data_dir is not None:
@@ -440,8 +443,9 @@ def prepare(accelerator: Accelerator, student, optimizer, scheduler, data: Disti
     return student, optimizer, scheduler
 
 
-def start_or_resume(args: argparse.Namespace, accelerator: Accelerator, output_dir: Path) -> DistillationState:
-    """A fresh state, or the saved one of `--resume_from_checkpoint` (with the weights, optimizer and RNG states)."""
+def start_or_resume(args: argparse.Namespace, accelerator: Accelerator, student, output_dir: Path) -> DistillationState:
+    """A fresh state, or the saved one of `--resume_from_checkpoint` (with the weights, optimizer and RNG states),
+    checked: non-finite weights are refused, an unreadable RNG state is a warning that the resume is not exact."""
     checkpoint = args.resume_from_checkpoint
     if checkpoint == "latest":
         checkpoints = list_checkpoints(output_dir)
@@ -451,6 +455,7 @@ def start_or_resume(args: argparse.Namespace, accelerator: Accelerator, output_d
     if checkpoint is None:
         return DistillationState()
     accelerator.load_state(str(checkpoint))
+    check_resumed_state(accelerator, student, Path(checkpoint))
     state = DistillationState.load(checkpoint)
     logger.info("Resumed from %s at step %d", checkpoint, state.step)
     return state
@@ -669,9 +674,12 @@ def save_outputs(
     results = run_results(args, accelerator, student, state, models.teacher_parameters, seconds)
     if not accelerator.is_main_process:
         return results
-        return
-    student.save_pretrained(output_dir)
-    feature_extractor.save_pretrained(output_dir)
+
+    def save_student(folder: Path) -> None:
+        student.save_pretrained(folder)
+        feature_extractor.save_pretrained(folder)
+
+    save_model_folder(output_dir, save_student)  # (a full disk leaves no config without weights)
     write_results(output_dir, "distill", results)
     write_model_card(output_dir, args, results)
     logger.info("Saved the student, feature extractor, model card and distill_results.json to %s", output_dir)
@@ -680,7 +688,9 @@ def save_outputs(
 
         api = HfApi(token=args.hub_token)
         repo = api.create_repo(args.hub_model_id, private=args.hub_private_repo, exist_ok=True).repo_id
-        api.upload_folder(repo_id=repo, folder_path=output_dir, ignore_patterns=["checkpoints/*", "runs/*"])
+        api.upload_folder(
+            repo_id=repo, folder_path=output_dir, ignore_patterns=["checkpoints/*", "runs/*", RUN_LOCK_PATTERN]
+        )
         logger.info("Pushed to https://huggingface.co/%s", repo)
     return results
 
@@ -748,9 +758,9 @@ Fine-tune for speech recognition with `finetune_ctc.py --model_name_or_path {arg
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    previous_run = check_before_loading(args, output_dir)
     accelerator = build_accelerator(args, output_dir)
     keep_memory_flat()
+    previous_run = check_before_loading(args, output_dir, accelerator.is_main_process)
     if previous_run and args.overwrite_output_dir and accelerator.is_main_process:
         logger.warning("--overwrite_output_dir: deleting the previous run in %s", output_dir)
         remove_previous_run(previous_run)
@@ -764,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     models.student, optimizer, scheduler = prepare(
         accelerator, models.student, optimizer, scheduler, data, args.streaming
     )
-    state = start_or_resume(args, accelerator, output_dir)
+    state = start_or_resume(args, accelerator, models.student, output_dir)
     if report_to(args):
         accelerator.init_trackers("distilxlsr", config={k: str(v) for k, v in vars(args).items()})
 

@@ -1,19 +1,28 @@
 """Start-of-run checks shared by the scripts: numeric options, `--data_dir` and `--output_dir`.
 
 A run must fail in its first second, not after hours, on an impossible option value or an output folder that cannot
-be written; and it must never silently overwrite, or mix its checkpoints with, a previous run in the same folder.
+be written; and it must never silently overwrite, or mix its checkpoints with, a previous run in the same folder, nor
+with a run started at the same moment (the folder's lock, `OutputDirLock`, is held for the life of the run).
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +89,95 @@ def check_data_dir(data_dir: str | os.PathLike) -> None:
             raise ValueError(f"--data_dir {path}: {metadata} lists no clip (a header line at most).")
 
 
+# The lock of a run's --output_dir and the note of who holds it, inside the folder. The leading "_" keeps them out
+# of the Trainer's uploads (it ignores "_*"); train_distill.py's upload ignores them by this pattern too.
+RUN_LOCK_FILE = "_run.lock"
+RUN_LOCK_HOLDER_FILE = "_run.lock.holder.json"
+RUN_LOCK_PATTERN = "_run.lock*"
+
+
+class OutputDirLock:
+    """The lock of a run's `--output_dir` (a `filelock.FileLock`, released by the system when the process dies), and
+    beside it a note of the holder (pid, host, command) that a second run names in its error.
+
+    `acquire` never waits: a folder another run holds raises `OutputDirError` at once. `release` removes only the
+    files this run wrote: the holder note, and the lock file when this run created it."""
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+        self.lock_path = self.output_dir / RUN_LOCK_FILE
+        self.holder_path = self.output_dir / RUN_LOCK_HOLDER_FILE
+        self.lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
+        self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)}
+        self.created_lock_file = False
+
+    def acquire(self) -> None:
+        existed = self.lock_path.exists()
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            raise OutputDirError(
+                f"--output_dir {self.output_dir} is in use by another run ({self.describe_holder()}): wait for it to "
+                "end, or choose another --output_dir."
+            ) from None
+        self.created_lock_file = not existed
+        self.holder["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.holder_path.write_text(json.dumps(self.holder) + "\n", encoding="utf-8")
+
+    def describe_holder(self) -> str:
+        """ "pid 123 on host h, started ..., command: ..." from the holder's note, as far as it could be read."""
+        try:
+            holder = json.loads(self.holder_path.read_text(encoding="utf-8"))
+            return (
+                f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}, "
+                f"command: {holder['command']}"
+            )
+        except (OSError, ValueError, KeyError, TypeError):  # the holder has not written its note yet, or it is gone
+            return f"a process that has not said which; see {self.holder_path}"
+
+    def release(self) -> None:
+        """Remove this run's files (while still holding the lock, so that no other run can find them half gone) and
+        release the lock. Safe to call twice."""
+        if not self.lock.is_locked:
+            return
+        try:
+            if json.loads(self.holder_path.read_text(encoding="utf-8")).get("pid") == self.holder["pid"]:
+                self.holder_path.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass  # gone already, or not ours
+        if self.created_lock_file:
+            self.lock_path.unlink(missing_ok=True)  # filelock: a run waiting on the removed file does not get it
+        self.lock.release(force=True)
+
+
+# The locks this process holds, by folder: held until the process ends (scripts are one run per process); a second
+# run into the same folder in this process (as tests do) shares the lock.
+_held_locks: dict[Path, OutputDirLock] = {}
+
+
+def lock_output_dir(output_dir: str | os.PathLike) -> OutputDirLock:
+    """Take `output_dir`'s lock for the rest of this process (released at exit), or raise `OutputDirError` naming
+    the process that holds it. The folder must exist."""
+    key = Path(output_dir).resolve()
+    if key not in _held_locks:
+        lock = OutputDirLock(output_dir)
+        lock.acquire()
+        _held_locks[key] = lock
+        atexit.register(lock.release)
+    return _held_locks[key]
+
+
 def check_output_dir(
-    output_dir: str | os.PathLike, run_files: Sequence[str], overwrite: bool, resuming: bool
+    output_dir: str | os.PathLike,
+    run_files: Sequence[str],
+    overwrite: bool,
+    resuming: bool,
+    lock: bool = False,
 ) -> list[Path]:
     """
-    Create `output_dir` if needed and check that a file can be written there; then look for a previous run.
+    Create `output_dir` if needed and check that a file can be written there; with `lock`, take the folder's lock
+    for the life of the run (`lock_output_dir`: only one process of a multi-process run should); then look for a
+    previous run.
 
     `run_files` are glob patterns of what a run leaves (its model, results, checkpoints). When some are found, the
     command must pass `--overwrite_output_dir` (`overwrite`) or continue that run (`resuming`); otherwise this raises
@@ -101,6 +194,8 @@ def check_output_dir(
         raise OutputDirError(
             f"--output_dir {path} cannot be written ({error}): choose another --output_dir."
         ) from error
+    if lock:  # before looking: a run started at the same moment then finds this one's lock, not an empty folder
+        lock_output_dir(path)
     previous = sorted({found for pattern in run_files for found in path.glob(pattern)})
     if previous and not overwrite and not resuming:
         names = ", ".join(str(p.relative_to(path)) for p in previous[:5]) + (", ..." if len(previous) > 5 else "")
@@ -109,6 +204,27 @@ def check_output_dir(
             "--overwrite_output_dir to delete it and start afresh, or choose another --output_dir."
         )
     return previous
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a checkpoint folder, named `checkpoint-<step>` exactly (as transformers' `get_last_checkpoint`
+    reads them); None for anything else (`checkpoint-2-backup`, `checkpoint-4.tmp`, a file)."""
+    found = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return int(found[1]) if found and path.is_dir() else None
+
+
+def check_no_checkpoint_lookalikes(output_dir: str | os.PathLike) -> None:
+    """transformers' Trainer deletes the oldest `checkpoint-*` folders under `--save_total_limit`, lookalikes such as
+    `checkpoint-2-backup` included: refuse to start where it would delete a folder that no run wrote."""
+    lookalikes = sorted(
+        p.name for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and checkpoint_step(p) is None
+    )
+    if lookalikes:
+        raise OutputDirError(
+            f"--output_dir {output_dir} holds {', '.join(lookalikes)}, which is not a checkpoint, but transformers' "
+            "Trainer would take it for one and delete it under --save_total_limit: move it out of --output_dir, or "
+            "drop --save_total_limit."
+        )
 
 
 def remove_previous_run(paths: Sequence[Path]) -> None:

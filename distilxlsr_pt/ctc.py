@@ -6,8 +6,10 @@ uses (and stand_ins/train_teacher.py through it).
 - `DataCollatorCTCWithPadding`: pads audio with the feature extractor and labels with -100.
 - `CTCTrainer`: greedy ids without padding frames instead of logits in evaluation, each paired with its clip's id (so
   every reference is the clip's own normalised transcript, whatever order evaluation batches them in), and the loss
-  averaged over gradient accumulation.
-- `SkipNonFiniteSteps`: a non-finite gradient never reaches the weights.
+  averaged over gradient accumulation; an unreadable RNG state in a resumed checkpoint is a warning that the resume is
+  not exact.
+- `SkipNonFiniteSteps`: a non-finite gradient never reaches the weights, nor does training start from non-finite
+  weights (a damaged checkpoint, say).
 """
 
 from __future__ import annotations
@@ -147,7 +149,8 @@ class DataCollatorCTCWithPadding:
 
 
 class CTCTrainer(Trainer):
-    """`Trainer` with these changes, and `SkipNonFiniteSteps` (`.nonfinite_guard`) among its callbacks.
+    """`Trainer` with these changes, a resume that says when it is not exact, and `SkipNonFiniteSteps`
+    (`.nonfinite_guard`) among its callbacks.
 
     - Training log lines carry the resident memory (`rss_gb`, `workers_rss_gb`).
     - Evaluation returns greedy CTC ids instead of logits (far less memory), with frames that only exist because of
@@ -156,6 +159,8 @@ class CTCTrainer(Trainer):
     - The loss is averaged over gradient accumulation steps. transformers v5 passes `num_items_in_batch` to any model
       whose `forward` takes `**kwargs` (wav2vec2's and DistilXLSR's CTC heads do) and then assumes the loss was divided
       by it, but the CTC loss ignores it; without this, `--gradient_accumulation_steps N` would scale the loss by N.
+    - A resumed checkpoint's RNG state that cannot be read is a warning that the resume is not exact (the Trainer
+      would fail in the middle of its first epoch).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -169,6 +174,17 @@ class CTCTrainer(Trainer):
         if "loss" in logs:
             logs.update(resident_memory_gb())
         super().log(logs, start_time)
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        # The Trainer fails deep in training on an unreadable (truncated, say) RNG state; as accelerate does when it
+        # loads a state, go on without it, but say that the resume is then not exact.
+        try:
+            super()._load_rng_state(checkpoint)
+        except Exception as error:
+            logger.warning(
+                "The RNG state in %s could not be read (%s): it is not restored, so this resumed run does not "
+                "continue exactly as the interrupted one would have.", checkpoint, error,
+            )  # fmt: skip
 
     def prediction_step(
         self,
@@ -210,6 +226,15 @@ class SkipNonFiniteSteps(TrainerCallback):
     @property
     def skipped(self) -> int:
         return self.streak.skipped
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # After the Trainer loaded `--resume_from_checkpoint`: non-finite weights would train for nothing.
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            where = f"--resume_from_checkpoint: {args.resume_from_checkpoint}" if state.global_step else "the model"
+            raise ValueError(
+                f"{where} holds non-finite (NaN or inf) weights; resume from an earlier checkpoint (pass its folder) "
+                "or start afresh."
+            )
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.grad is not None]

@@ -8,8 +8,8 @@
   drops and counts unreadable and too-short clips, a sampler whose order depends on (seed, epoch) only, and
   `load_audio_datasets`, which mixes several corpora.
 - `evaluate`: held-out L1 and cosine per teacher layer.
-- `DistillationState`, `save_checkpoint`, `list_checkpoints`: the loop's state and atomic checkpoints, so that a
-  resumed run continues exactly.
+- `DistillationState`, `save_checkpoint`, `list_checkpoints`, `check_resumed_state`: the loop's state and atomic
+  checkpoints, so that a resumed run continues exactly (or is told why it cannot).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import RNG_STATE_NAME, load
 from datasets import concatenate_datasets, interleave_datasets
 from torch import nn
 from torch.nn import functional as F
@@ -35,7 +36,9 @@ from configuration_distilxlsr import check_teacher_layers
 from modeling_distilxlsr import DistilXLSRFeatureEncoder
 
 from .audio import SAMPLING_RATE, AudioDecodingError, load_audio
+from .checks import checkpoint_step
 from .data import DatasetSplit
+from .models import staging_folder
 from .results import write_json
 
 logger = logging.getLogger(__name__)
@@ -386,27 +389,47 @@ def no_usable_audio_message(state: DistillationState, where: str) -> str:
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (an interrupted save leaves only a `.tmp` folder, never listed)."""
-    checkpoints = [p for p in (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*") if p.suffix != ".tmp"]
-    return sorted(checkpoints, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+    """Complete checkpoints, oldest first: the folders named `checkpoint-<step>` exactly (an interrupted save's
+    `.tmp` folder, or a user's `checkpoint-2-backup`, is not one, and is never resumed or deleted)."""
+    steps = {path: checkpoint_step(path) for path in (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")}
+    return sorted((path for path, step in steps.items() if step is not None), key=steps.get)
 
 
 def save_checkpoint(
     accelerator: Accelerator, output_dir: Path, state: DistillationState, save_total_limit: int
 ) -> Path:
-    """Save atomically: write into `checkpoint-N.tmp`, then rename; only then delete the oldest checkpoints."""
+    """Save atomically: write into `checkpoint-N.tmp`, then rename; only then delete the oldest checkpoints. A failed
+    save (a full disk, say) removes its `.tmp` folder."""
     final = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{state.step}"
-    staging = final.with_suffix(".tmp")
-    if accelerator.is_main_process and staging.exists():
-        shutil.rmtree(staging)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
+    with staging_folder(final, writer=accelerator.is_main_process) as staging:
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))
+        if accelerator.is_main_process:
+            write_json(staging / STATE_FILE, asdict(state))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging, final)
     if accelerator.is_main_process:
-        write_json(staging / STATE_FILE, asdict(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
         for old in list_checkpoints(output_dir)[:-save_total_limit] if save_total_limit > 0 else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def check_resumed_state(accelerator: Accelerator, student: nn.Module, checkpoint: Path) -> None:
+    """After `accelerator.load_state(checkpoint)`: refuse weights that are not finite (such a run would train for
+    nothing until its final save refused them), and warn when a random state could not be read, since accelerate
+    then goes on without one and the run no longer continues exactly as it would have."""
+    if not all(torch.isfinite(p).all() for p in accelerator.unwrap_model(student).parameters()):
+        raise ValueError(
+            f"--resume_from_checkpoint: {checkpoint} holds non-finite (NaN or inf) weights; resume from an earlier "
+            "checkpoint (pass its folder) or start afresh."
+        )
+    rng_file = checkpoint / f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
+    try:
+        load(rng_file)
+    except Exception as error:  # (what accelerate's load_state catches too)
+        logger.warning(
+            "%s could not be read (%s): the random state (crops, dropout) is not restored, so this resumed run does "
+            "not continue exactly as the interrupted one would have.", rng_file, error or type(error).__name__,
+        )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Loading models the way every script does: a folder's own code runs only with `trust_remote_code=True`.
+"""Loading models the way every script does (a folder's own code runs only with `trust_remote_code=True`), and saving
+them so that a failed save never leaves a folder that looks like a model (`save_model_folder`, `staging_folder`).
 
 Importing this module imports `modeling_distilxlsr`, which registers `model_type: distilxlsr` with the Auto classes:
 this project's DistilXLSR folders then load through the installed classes, with `trust_remote_code=False`, and never
@@ -9,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -73,3 +78,48 @@ def load_ctc_model(
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     model = load_ctc_weights(model_name_or_path, dtype, device, trust_remote_code)
     return model, Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+@contextmanager
+def staging_folder(final: str | os.PathLike, writer: bool = True) -> Iterator[Path]:
+    """A fresh `<final>.tmp` folder to save into before it (or its files) is moved into place. If the save fails, the
+    staging folder, all of it this save's writing, is removed and the error goes on. Only the `writer` process of a
+    multi-process save makes and removes it."""
+    staging = Path(final).with_name(Path(final).name + ".tmp")
+    if writer:
+        if staging.exists():  # left by a save that was killed
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        if writer:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# Moved into place last: a folder with a config is a model, so an interrupted move must leave none without weights.
+CONFIG_NAME = "config.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def save_model_folder(output_dir: str | os.PathLike, save: Callable[[Path], None], writer: bool = True) -> None:
+    """
+    Save a model into `output_dir` as checkpoints are saved: `save(folder)` writes into a staging folder
+    (`<output_dir>/_model.tmp`), whose files then move into place (renames, on the same disk): the weights first,
+    `config.json` last, after removing the old one, so that neither a full disk nor a kill leaves `output_dir` with a
+    config and no (or other) weights. A failed save removes the staging folder and raises.
+
+    Every process calls this (a sharded model gathers its weights in `save`); only the `writer` writes and moves.
+    """
+    output_dir = Path(output_dir)
+    with staging_folder(output_dir / "_model", writer) as staging:
+        save(staging)
+        if writer:
+            names = sorted(entry.name for entry in staging.iterdir())
+            weights = [name for name in names if name.endswith(WEIGHT_SUFFIXES)]
+            others = [name for name in names if name not in weights and name != CONFIG_NAME]
+            (output_dir / CONFIG_NAME).unlink(missing_ok=True)
+            for name in [*weights, *others, *([CONFIG_NAME] if CONFIG_NAME in names else [])]:
+                os.replace(staging / name, output_dir / name)
+            staging.rmdir()

@@ -36,6 +36,39 @@ def run_fresh_python(
     return result
 
 
+# A process that claims a folder as a run does (`check_output_dir(..., lock=True)`) when it reads a line, prints
+# "won" or "lost: <the error>", and keeps the claim until it reads another line.
+CLAIM_WHEN_TOLD = """
+import sys
+from distilxlsr_pt.checks import OutputDirError, check_output_dir
+print("ready", flush=True)
+input()
+try:
+    check_output_dir(sys.argv[1], ["model.safetensors"], overwrite=False, resuming=False, lock=True)
+    print("won", flush=True)
+except OutputDirError as error:
+    print(f"lost: {error}", flush=True)
+input()
+"""
+
+
+def start_claimant(folder: Path) -> subprocess.Popen:
+    """A process running `CLAIM_WHEN_TOLD` on `folder`, ready (it has imported the library): write a line to its
+    stdin to make it claim, read its answer from stdout, write another line to end it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLAIM_WHEN_TOLD, str(folder)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert process.stdout.readline() == "ready\n"
+    return process
+
+
+def tell(process: subprocess.Popen) -> None:
+    process.stdin.write("\n")
+    process.stdin.flush()
+
+
 def last_json(result: subprocess.CompletedProcess) -> dict:
     """The JSON object a `run_fresh_python` script printed last."""
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -2,6 +2,7 @@
 fresh-process pipeline, bad input, and an overfitting run that proves labels, blank and decoding line up."""
 
 import csv
+import errno
 import json
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import last_json, run_fresh_python
+from conftest import last_json, run_fresh_python, start_claimant, tell
 from huggingface_hub import ModelCardData
 from transformers import TrainingArguments, Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
@@ -673,3 +674,99 @@ def test_push_to_hub_uploads_the_model_then_our_card(e2e_run, tmp_path, monkeypa
     assert calls[-2][0] == "trainer" and calls[-1] == ("card", "someone/distilxlsr-pt-test")
     card = ModelCard.load(output_dir / "README.md")
     assert card.data.license == "apache-2.0" and "someone/distilxlsr-pt-test" in card.text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output folders, saves and checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
+def test_a_folder_in_use_by_another_run_is_refused_naming_that_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
+    output_dir = tmp_path / "out"
+    holder = start_claimant(output_dir)
+    tell(holder)
+    assert holder.stdout.readline() == "won\n"
+    args = ["--model_name_or_path", "m", "--data_dir", "d", *common_args(output_dir, tmp_path / "cache")]
+    with pytest.raises(ValueError, match=f"--output_dir {output_dir} is in use by another run \\(pid {holder.pid} on"):
+        main(args)
+    tell(holder)
+    assert holder.wait() == 0
+    with pytest.raises(ValueError, match="--data_dir d: no such folder"):  # the folder is free: the next check fails
+        main(args)
+
+
+def short_run_args(e2e_run, output_dir: Path, *extra: str) -> list[str]:
+    """Training only, on 4 clips, a checkpoint every step."""
+    return [
+        "--model_name_or_path", str(e2e_run["student"]), "--data_dir", str(e2e_run["data_dir"]), "--do_train",
+        "--max_train_samples", "4", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3",
+        *common_args(output_dir, e2e_run["root"] / "cache"), "--save_strategy", "steps", "--save_steps", "1", *extra,
+    ]  # fmt: skip
+
+
+def test_a_full_disk_during_the_final_save_leaves_no_model_folder(e2e_run, tmp_path, monkeypatch):
+    def save_config_then_fill_the_disk(self, save_directory, **kwargs):
+        self.config.save_pretrained(save_directory)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    output_dir = tmp_path / "out"
+    monkeypatch.setattr(DistilXLSRForCTC, "save_pretrained", save_config_then_fill_the_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        main(short_run_args(e2e_run, output_dir, "--max_steps", "1", "--save_strategy", "no"))
+    names = {p.name for p in output_dir.iterdir()}
+    assert "vocab.json" in names  # (the processor, saved before training)
+    assert not names & {"config.json", "model.safetensors", "pytorch_model.bin"}
+    assert not [name for name in names if name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def ctc_checkpoint(e2e_run):
+    """The checkpoint of a one-step training run (copy it before changing it)."""
+    output_dir = e2e_run["root"] / "checkpointed"
+    main(short_run_args(e2e_run, output_dir, "--max_steps", "1"))
+    return output_dir / "checkpoint-1"
+
+
+def copied_checkpoint(ctc_checkpoint: Path, tmp_path: Path) -> Path:
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    shutil.copytree(ctc_checkpoint, checkpoint)
+    return checkpoint
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_when_resumed(e2e_run, ctc_checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    checkpoint = copied_checkpoint(ctc_checkpoint, tmp_path)
+    weights = load_file(checkpoint / "model.safetensors")
+    next(iter(weights.values()))[0] = float("nan")
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    resume = short_run_args(e2e_run, checkpoint.parent, "--max_steps", "3", "--resume_from_checkpoint", "latest")
+    with pytest.raises(ValueError, match="checkpoint-1 holds non-finite \\(NaN or inf\\) weights; resume from an"):
+        main(resume)
+    assert sorted(p.name for p in checkpoint.parent.glob("checkpoint-*")) == ["checkpoint-1"]  # not trained on
+
+
+def test_an_unreadable_rng_state_resumes_with_a_warning_that_it_is_not_exact(e2e_run, ctc_checkpoint, tmp_path, caplog):
+    checkpoint = copied_checkpoint(ctc_checkpoint, tmp_path)
+    rng_file = checkpoint / "rng_state.pth"
+    rng_file.write_bytes(rng_file.read_bytes()[:100])  # truncated
+    (checkpoint.parent / "checkpoint-1-backup").mkdir()  # not a checkpoint: never resumed
+    resume = short_run_args(e2e_run, checkpoint.parent, "--max_steps", "2", "--resume_from_checkpoint", "latest")
+    with caplog.at_level("WARNING"):
+        results = main(resume)
+    assert results["train_samples"] == 4
+    assert f"RNG state in {checkpoint} could not be read" in caplog.text
+    assert "does not continue exactly" in caplog.text
+
+
+def test_a_folder_the_trainer_would_take_for_a_checkpoint_is_not_deleted(tmp_path, monkeypatch):
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
+    output_dir = tmp_path / "out"
+    (output_dir / "checkpoint-1").mkdir(parents=True)
+    (output_dir / "checkpoint-1-backup").mkdir()  # transformers' rotation would delete it, as the oldest checkpoint
+    args = ["--model_name_or_path", "m", "--data_dir", "d", "--do_train", "--resume_from_checkpoint", "latest",
+            *common_args(output_dir, tmp_path / "cache")]  # fmt: skip
+    with pytest.raises(ValueError, match="holds checkpoint-1-backup, which is not a checkpoint.*--save_total_limit"):
+        main([*args, "--save_total_limit", "1"])
+    assert (output_dir / "checkpoint-1-backup").is_dir()
+    with pytest.raises(ValueError, match="--data_dir d: no such folder"):  # without a limit, nothing is deleted
+        main(args)

@@ -1,21 +1,24 @@
 """train_distill.py: teacher cut, loss, fast path, end-to-end runs (1 and 2 processes), resume, bad input."""
 
 import copy
+import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import last_json, run_fresh_python
+from conftest import last_json, run_fresh_python, start_claimant, tell
 from huggingface_hub import ModelCard
 from transformers import Wav2Vec2Model
 
 import train_distill
+from distilxlsr_pt.checks import RUN_LOCK_PATTERN
 from distilxlsr_pt.demo_corpus import build_corpus
 from distilxlsr_pt.distillation import Teacher, distillation_forward, distillation_loss, list_checkpoints
 from distilxlsr_pt.stand_ins import make_stand_in_teacher
@@ -227,6 +230,36 @@ def test_a_half_written_checkpoint_alone_is_not_a_run(tmp_path):
         check_output_dir(tmp_path, train_distill.RUN_FILES, overwrite=False, resuming=False)
 
 
+def test_a_folder_in_use_by_another_run_is_refused_naming_that_process(teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_distill.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("config loaded"))
+    output_dir = tmp_path / "out"
+    holder = start_claimant(output_dir)
+    tell(holder)
+    assert holder.stdout.readline() == "won\n"
+    with pytest.raises(ValueError, match=f"--output_dir {output_dir} is in use by another run \\(pid {holder.pid} on"):
+        main(run_args(teacher_dir, tmp_path / "corpus", output_dir))
+    tell(holder)
+    assert holder.wait() == 0
+    assert not list(output_dir.iterdir())  # the holder removed its lock files, and only those
+    from distilxlsr_pt.checks import check_output_dir
+
+    assert check_output_dir(output_dir, train_distill.RUN_FILES, overwrite=False, resuming=False, lock=True) == []
+
+
+def test_two_runs_claiming_one_new_folder_at_the_same_moment_one_wins(tmp_path):
+    output_dir = tmp_path / "new"
+    claimants = [start_claimant(output_dir) for _ in range(2)]
+    for claimant in claimants:  # both are ready: told one after the other, they claim at (nearly) the same moment
+        tell(claimant)
+    answers = [claimant.stdout.readline() for claimant in claimants]
+    assert sorted(answer.split(":")[0].strip() for answer in answers) == ["lost", "won"], answers
+    winner = claimants[answers.index("won\n")]
+    assert any(f"is in use by another run (pid {winner.pid} on" in answer for answer in answers)
+    for claimant in claimants:
+        tell(claimant)
+        assert claimant.wait() == 0
+
+
 def load_in_fresh_process(model_dir, cwd):
     script = textwrap.dedent(
         """
@@ -307,7 +340,8 @@ def test_interrupted_and_resumed_run_logs_the_same_losses(teacher_dir, corpus_di
     assert straight == resumed
 
 
-def test_a_crash_during_a_save_keeps_the_previous_checkpoint(teacher_dir, corpus_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("crash", [KeyboardInterrupt("killed while saving"), OSError(errno.ENOSPC, "disk full")])
+def test_a_crash_during_a_save_keeps_the_previous_checkpoint(teacher_dir, corpus_dir, tmp_path, monkeypatch, crash):
     output_dir = tmp_path / "out"
     schedule = ["--max_train_steps", "4", "--checkpointing_steps", "2"]
     main(run_args(teacher_dir, corpus_dir, output_dir, *schedule, "--max_steps_this_run", "2"))
@@ -316,16 +350,87 @@ def test_a_crash_during_a_save_keeps_the_previous_checkpoint(teacher_dir, corpus
 
     def crashing_save(self, output_dir=None, **kwargs):
         original_save(self, output_dir, **kwargs)
-        raise KeyboardInterrupt("killed while saving")
+        raise crash
 
     monkeypatch.setattr(train_distill.Accelerator, "save_state", crashing_save)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(type(crash)):
         main(resume)
     assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2"]
-    assert (output_dir / "checkpoints" / "checkpoint-4.tmp").exists()  # the half-written one is never "latest"
+    assert [p.name for p in (output_dir / "checkpoints").iterdir()] == ["checkpoint-2"]  # the failed save's .tmp: gone
     monkeypatch.undo()
     results = main(resume)
     assert results["steps"] == 4 and [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_a_full_disk_during_the_final_save_leaves_no_model_folder(teacher_dir, corpus_dir, tmp_path, monkeypatch):
+    def save_config_then_fill_the_disk(self, save_directory, **kwargs):
+        self.config.save_pretrained(save_directory)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DistilXLSRModel, "save_pretrained", save_config_then_fill_the_disk)
+    output_dir = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left on device"):
+        main(run_args(teacher_dir, corpus_dir, output_dir, "--max_train_steps", "1", "--checkpointing_steps", "5"))
+    assert [p.name for p in output_dir.iterdir() if not fnmatch(p.name, RUN_LOCK_PATTERN)] == []  # (the lock: held)
+
+
+RESUMABLE = ["--max_train_steps", "4", "--checkpointing_steps", "2", "--save_total_limit", "1"]
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(teacher_dir, corpus_dir, tmp_path_factory):
+    """A run stopped after its checkpoint at step 2 of 4 (copy it before changing it)."""
+    output_dir = tmp_path_factory.mktemp("interrupted") / "out"
+    main(run_args(teacher_dir, corpus_dir, output_dir, *RESUMABLE, "--max_steps_this_run", "2"))
+    return output_dir
+
+
+def resume_copy(interrupted_run, teacher_dir, corpus_dir, tmp_path):
+    """A copy of `interrupted_run` to damage, and the arguments that resume it."""
+    output_dir = tmp_path / "out"
+    shutil.copytree(interrupted_run, output_dir, ignore=shutil.ignore_patterns(RUN_LOCK_PATTERN))
+    return output_dir, run_args(teacher_dir, corpus_dir, output_dir, *RESUMABLE, "--resume_from_checkpoint", "latest")
+
+
+def test_folders_that_are_not_checkpoints_are_neither_resumed_nor_deleted(
+    interrupted_run, teacher_dir, corpus_dir, tmp_path
+):
+    output_dir, resume = resume_copy(interrupted_run, teacher_dir, corpus_dir, tmp_path)
+    checkpoints = output_dir / "checkpoints"
+    shutil.copytree(checkpoints / "checkpoint-2", checkpoints / "checkpoint-2-backup")
+    (checkpoints / "checkpoint-9.old").mkdir()
+    (checkpoints / "checkpoint-7").write_text("a file, not a checkpoint folder")
+    assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2"]
+    assert main(resume)["steps"] == 4
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "checkpoint-2-backup", "checkpoint-4", "checkpoint-7", "checkpoint-9.old"  # --save_total_limit 1
+    ]  # fmt: skip
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_when_resumed(
+    interrupted_run, teacher_dir, corpus_dir, tmp_path
+):
+    from safetensors.torch import load_file, save_file
+
+    output_dir, resume = resume_copy(interrupted_run, teacher_dir, corpus_dir, tmp_path)
+    weights_file = output_dir / "checkpoints" / "checkpoint-2" / "model.safetensors"
+    weights = load_file(weights_file)
+    next(iter(weights.values()))[0] = float("nan")
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="checkpoint-2 holds non-finite \\(NaN or inf\\) weights; resume from an"):
+        main(resume)
+    assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2"]  # not trained on
+
+
+def test_an_unreadable_rng_state_resumes_with_a_warning_that_it_is_not_exact(
+    interrupted_run, teacher_dir, corpus_dir, tmp_path, caplog
+):
+    output_dir, resume = resume_copy(interrupted_run, teacher_dir, corpus_dir, tmp_path)
+    rng_file = output_dir / "checkpoints" / "checkpoint-2" / "random_states_0.pkl"
+    rng_file.write_bytes(rng_file.read_bytes()[:100])  # truncated
+    with caplog.at_level("WARNING"):
+        assert main(resume)["steps"] == 4
+    assert f"{rng_file} could not be read" in caplog.text and "does not continue exactly" in caplog.text
 
 
 def saved_weights_are_finite(output_dir: Path) -> bool:
