@@ -23,7 +23,7 @@ import json
 import logging
 import os
 
-from distilxlsr_pt.cli import add_deprecated_alias, add_trust_remote_code, argument_parser
+from distilxlsr_pt.cli import add_deprecated_alias, add_trust_remote_code, argument_parser, run_script
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.decoding import BEAM_WIDTH
 from distilxlsr_pt.lm import build_lm_processor, read_texts
@@ -115,4 +115,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

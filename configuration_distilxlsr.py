@@ -26,6 +26,9 @@ TEACHER_ARCHITECTURE_FIELDS = (
     "num_conv_pos_embedding_groups",
 )
 
+# The fields that describe the distillation (the teacher and its layers, the heads' sizes), not the backbone.
+DISTILLATION_FIELDS = ("teacher_layers", "teacher_hidden_size", "teacher_name_or_path", "prediction_head_inter_dim")
+
 
 def check_teacher_layers(
     teacher_layers: Any, teacher_depth: int | None = None, name: str = "teacher_layers"
@@ -116,6 +119,23 @@ class DistilXLSRConfig(Wav2Vec2Config):
         super().__post_init__(**kwargs)
 
     @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DistilXLSRConfig:
+        """transformers' `from_dict`; the config of a plain wav2vec2 / HuBERT backbone (another `model_type`, such as
+        `lgris/distilxlsr_bp_4-12` or `ntu-spml/distilhubert`) records no distillation, so its teacher layers must be
+        given (`teacher_layers=...`, also `teacher_name_or_path`, `teacher_hidden_size`): never the defaults."""
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            if kwargs.get("teacher_layers") is None:
+                raise ValueError(
+                    f"A `{model_type}` config (a plain backbone, no prediction heads) does not say which teacher "
+                    "layers a DistilXLSR student predicts: pass teacher_layers=[...] (and teacher_name_or_path, "
+                    "teacher_hidden_size) to load it as one."
+                )
+            recipe = {name: kwargs.pop(name, None) for name in DISTILLATION_FIELDS}
+            config_dict = {**config_dict, **recipe}  # teacher_name_or_path: the given one or None, never XLSR-53
+        return super().from_dict(config_dict, **kwargs)
+
+    @classmethod
     def from_teacher_config(
         cls,
         teacher_config: Wav2Vec2Config | Any,
@@ -154,4 +174,4 @@ class DistilXLSRConfig(Wav2Vec2Config):
 DistilXLSRConfig.register_for_auto_class()
 AutoConfig.register("distilxlsr", DistilXLSRConfig, exist_ok=True)
 
-__all__ = ["DistilXLSRConfig", "check_teacher_layers"]
+__all__ = ["DISTILLATION_FIELDS", "DistilXLSRConfig", "check_teacher_layers"]

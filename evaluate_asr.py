@@ -30,6 +30,7 @@ from distilxlsr_pt.cli import (
     add_trust_remote_code,
     argument_parser,
     eval_dataset_splits,
+    run_script,
 )
 from distilxlsr_pt.decoding import BEAM_WIDTH, TOKEN_MIN_LOGP
 from distilxlsr_pt.evaluation import evaluate_model, markdown_table, update_model_card
@@ -122,4 +123,4 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float | None]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

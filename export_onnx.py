@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from distilxlsr_pt.cli import add_trust_remote_code, argument_parser
+from distilxlsr_pt.cli import add_trust_remote_code, argument_parser, run_script
 from distilxlsr_pt.inference import ONNX_FILE_NAMES
 from distilxlsr_pt.models import load_ctc_weights
 from distilxlsr_pt.onnx_export import (
@@ -72,4 +72,4 @@ def main(argv=None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -42,7 +42,6 @@ import transformers
 from datasets import DatasetDict
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import (
-    AutoModelForCTC,
     AutoTokenizer,
     HfArgumentParser,
     TrainingArguments,
@@ -65,12 +64,18 @@ from distilxlsr_pt.checks import (
     numeric_option_errors,
     remove_previous_run,
 )
-from distilxlsr_pt.cli import HelpFormatter
+from distilxlsr_pt.cli import HelpFormatter, run_script
 from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding, Transcripts, metrics_function, prepare_split
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.lm import add_lm_and_score, check_text_file
 from distilxlsr_pt.memory import keep_memory_flat
-from distilxlsr_pt.models import load_feature_extractor, save_model_folder
+from distilxlsr_pt.models import (
+    explain_loading_errors,
+    load_config,
+    load_ctc_for_fine_tuning,
+    load_feature_extractor,
+    save_model_folder,
+)
 from distilxlsr_pt.results import read_results, write_results
 from distilxlsr_pt.text import DEFAULT_CHARS_TO_IGNORE, build_vocabulary, normalize_text
 from modeling_distilxlsr import min_samples_for_frames
@@ -367,10 +372,12 @@ def build_processor(
     extractor, saved to `--output_dir`."""
     if model_args.tokenizer_name_or_path or not training_args.do_train:
         tokenizer_path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+        flag = "--tokenizer_name_or_path" if model_args.tokenizer_name_or_path else "--model_name_or_path"
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                tokenizer_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
-            )
+            with explain_loading_errors(tokenizer_path, flag):
+                tokenizer = AutoTokenizer.from_pretrained(
+                    tokenizer_path, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
+                )
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"Could not load a CTC tokenizer from {tokenizer_path}: without --do_train, give a fine-tuned CTC "
@@ -403,15 +410,15 @@ def build_processor(
 
 
 def load_model(model_args: ModelArguments, processor: Wav2Vec2Processor) -> torch.nn.Module:
-    """The checkpoint with a CTC head for this vocabulary, with the config overrides given on the command line."""
+    """The checkpoint with a CTC head for this vocabulary (a CTC checkpoint with another vocabulary gets a new head;
+    any other weight that does not fit is an error), with the config overrides given on the command line."""
     tokenizer = processor.tokenizer
     overrides = {name: getattr(model_args, name) for name in CONFIG_OVERRIDES if getattr(model_args, name) is not None}
-    model = AutoModelForCTC.from_pretrained(
+    model = load_ctc_for_fine_tuning(
         model_args.model_name_or_path,
-        cache_dir=model_args.cache_dir,
         trust_remote_code=model_args.trust_remote_code,
+        cache_dir=model_args.cache_dir,
         dtype=torch.float32,
-        ignore_mismatched_sizes=True,  # a CTC checkpoint with another vocabulary gets a new head
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         ctc_loss_reduction=model_args.ctc_loss_reduction,
@@ -661,6 +668,11 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     claim_output_dir(model_args, training_args)
     if data_args.dataset_name is None:
         check_data_dir(data_args.data_dir)
+    # A model that cannot be loaded (its own code without --trust_remote_code, an uncached Hub id offline) fails
+    # here, before any data is read.
+    load_config(
+        model_args.model_name_or_path, "--model_name_or_path", model_args.trust_remote_code, model_args.cache_dir
+    )
     print(
         f"Data: {data_args.dataset_name or 'audiofolder'} (data_dir={data_args.data_dir}); "
         f"model: {model_args.model_name_or_path}; output: {training_args.output_dir}"
@@ -720,4 +732,4 @@ def main(args: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

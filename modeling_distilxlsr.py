@@ -40,14 +40,11 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 try:  # imported as part of a package: remote code (`trust_remote_code=True`) copies both files side by side
-    from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+    from .configuration_distilxlsr import DISTILLATION_FIELDS, TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
 except ImportError:  # imported as a top-level module from a checkout of this project
-    from configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+    from configuration_distilxlsr import DISTILLATION_FIELDS, TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
 
 logger = logging.get_logger(__name__)
-
-# Config fields that only the distillation uses; a plain Wav2Vec2Config is the rest.
-DISTILLATION_FIELDS = ("teacher_layers", "teacher_hidden_size", "teacher_name_or_path", "prediction_head_inter_dim")
 
 
 @dataclass
@@ -216,6 +213,24 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
         if add_prediction_heads:
             self.prediction_heads = nn.ModuleList(DistilXLSRPredictionHead(config) for _ in config.teacher_layers)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`, which also says plainly (a warning) when the folder has no prediction heads
+        (a plain `Wav2Vec2Model` / `HubertModel`, such as `lgris/distilxlsr_bp_4-12`): its backbone is loaded and the
+        heads start from random weights. Such a folder needs `teacher_layers=...` (`DistilXLSRConfig.from_dict`)."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        new_heads = sorted(key for key in info["missing_keys"] if key.startswith("prediction_heads."))
+        if new_heads:
+            logger.warning(
+                "%s has no prediction heads (%d weights missing, e.g. %s): its backbone is loaded, and the heads "
+                "for teacher layers %s are NEW, randomly initialised; distil them before using layer_predictions.",
+                pretrained_model_name_or_path, len(new_heads), new_heads[0], model.config.teacher_layers,
+            )  # fmt: skip
+        return (model, info) if output_loading_info else model
 
     # SpecAugment exactly as transformers' Wav2Vec2Model applies it.
     _mask_hidden_states = Wav2Vec2Model._mask_hidden_states

@@ -25,7 +25,7 @@ from accelerate.utils import set_seed
 from datasets.distributed import split_dataset_by_node
 from huggingface_hub import ModelCardData
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, get_scheduler
+from transformers import AutoModel, get_scheduler
 
 from configuration_distilxlsr import check_teacher_layers
 from distilxlsr_pt.audio import SAMPLING_RATE
@@ -44,7 +44,7 @@ from distilxlsr_pt.checks import (
     numeric_option_errors,
     remove_previous_run,
 )
-from distilxlsr_pt.cli import add_trust_remote_code, parse_teacher_layers, split_list
+from distilxlsr_pt.cli import add_trust_remote_code, parse_teacher_layers, run_script, split_list
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.distillation import (
     CHECKPOINT_PREFIX,
@@ -65,7 +65,13 @@ from distilxlsr_pt.distillation import (
     save_checkpoint,
 )
 from distilxlsr_pt.memory import keep_memory_flat, resident_memory_gb
-from distilxlsr_pt.models import load_feature_extractor, save_model_folder
+from distilxlsr_pt.models import (
+    LoadingError,
+    explain_loading_errors,
+    load_config,
+    load_feature_extractor,
+    save_model_folder,
+)
 from distilxlsr_pt.results import write_results
 from modeling_distilxlsr import DistilXLSRModel, min_samples_for_frames
 
@@ -73,6 +79,9 @@ logger = logging.getLogger("train_distill")
 
 # What a run leaves in --output_dir; a new run into a folder holding any of these is refused (see check_output_dir).
 RUN_FILES = ("model.safetensors", "distill_results.json", f"checkpoints/{CHECKPOINT_PREFIX}*[0-9]")  # not .tmp
+# A new student's teacher and distilled layers unless the flags say otherwise (the seed model `distilxlsr_bp_4-12`).
+DEFAULT_TEACHER = "facebook/wav2vec2-large-xlsr-53"
+DEFAULT_TEACHER_LAYERS = "4,12"
 # A run stops with an error after this many batches in a row without a usable clip (all unreadable or too short).
 MAX_BATCHES_WITHOUT_AUDIO_IN_A_ROW = 50
 
@@ -82,13 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("teacher and student")
     model.add_argument(
         "--teacher_name_or_path",
-        default="facebook/wav2vec2-large-xlsr-53",
-        help="Hub id or local directory of a transformers Wav2Vec2 / HuBERT model (default: %(default)s).",
+        default=None,
+        help=f"Hub id or local directory of a transformers Wav2Vec2 / HuBERT model (default: {DEFAULT_TEACHER}; "
+        "with --student_name_or_path, the teacher a DistilXLSR student records).",
     )
     model.add_argument(
         "--teacher_layers",
-        default="4,12",
-        help="Comma-separated teacher hidden-state indices the student predicts, 1-based (default: %(default)s).",
+        default=None,
+        help="Comma-separated teacher hidden-state indices the student predicts, 1-based (default: "
+        f"{DEFAULT_TEACHER_LAYERS}; with --student_name_or_path, a DistilXLSR student's own).",
     )
     model.add_argument(
         "--student_num_hidden_layers",
@@ -99,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--student_name_or_path",
         default=None,
-        help="Continue from a saved DistilXLSR student instead of initialising one from the teacher.",
+        help="Continue from a saved DistilXLSR student instead of initialising one from the teacher. A plain "
+        "Wav2Vec2Model / HubertModel folder works too (its backbone; new prediction heads): then give "
+        "--teacher_name_or_path and --teacher_layers.",
     )
     model.add_argument(
         "--freeze_feature_encoder",
@@ -245,10 +258,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(error)
     if args.min_duration_in_seconds > args.max_duration_in_seconds:
         parser.error("--min_duration_in_seconds is above --max_duration_in_seconds: every crop would be dropped")
-    try:
-        args.teacher_layers = parse_teacher_layers(args.teacher_layers)
-    except ValueError as error:  # "--teacher_layers: expects ..."
-        parser.error(str(error))
+    if args.student_name_or_path is None:  # a new student: the recipe's teacher and layers unless told otherwise
+        args.teacher_name_or_path = DEFAULT_TEACHER if args.teacher_name_or_path is None else args.teacher_name_or_path
+        args.teacher_layers = DEFAULT_TEACHER_LAYERS if args.teacher_layers is None else args.teacher_layers
+    if args.teacher_layers is not None:  # with --student_name_or_path, None until the student's config is read
+        try:
+            args.teacher_layers = parse_teacher_layers(args.teacher_layers)
+        except ValueError as error:  # "--teacher_layers: expects ..."
+            parser.error(str(error))
     if (args.dataset_name is None) == (args.data_dir is None):
         parser.error("give exactly one of --dataset_name and --data_dir")
     if args.overwrite_output_dir and args.resume_from_checkpoint:
@@ -266,17 +283,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def check_before_loading(args: argparse.Namespace, output_dir: Path, main_process: bool) -> list[Path]:
     """Fail in the first second, before any data or weights are loaded: an unwritable folder, one holding another
-    run or in use by one (the main process locks it for the run), a teacher layer beyond the teacher's depth, a
-    missing `--data_dir`. Returns the previous run's files."""
+    run or in use by one (the main process locks it for the run), a teacher that cannot be loaded, a teacher layer
+    beyond the teacher's depth, a missing `--data_dir`. Returns the previous run's files."""
     resuming = args.resume_from_checkpoint is not None and (
         args.resume_from_checkpoint != "latest" or bool(list_checkpoints(output_dir))
     )
     previous_run = check_output_dir(output_dir, RUN_FILES, args.overwrite_output_dir, resuming, lock=main_process)
-    teacher_config = AutoConfig.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
+    if args.student_name_or_path is not None:
+        take_teacher_from_student(args)
+    teacher_config = load_config(args.teacher_name_or_path, "--teacher_name_or_path", args.trust_remote_code)
     check_teacher_layers(args.teacher_layers, teacher_config.num_hidden_layers, "--teacher_layers")
     if args.data_dir is not None:
         check_data_dir(args.data_dir)
     return previous_run
+
+
+def take_teacher_from_student(args: argparse.Namespace) -> None:
+    """`--student_name_or_path`: the teacher and teacher layers not given as flags are the ones a DistilXLSR student
+    records. A plain Wav2Vec2Model / HubertModel folder records neither (its prediction heads will be new): both flags
+    are then required, never guessed."""
+    config = load_config(args.student_name_or_path, "--student_name_or_path")
+    args.student_is_plain = config.model_type != "distilxlsr"
+    if args.student_is_plain:
+        missing = [flag for flag, value in (("--teacher_name_or_path", args.teacher_name_or_path),
+                                            ("--teacher_layers", args.teacher_layers)) if value is None]  # fmt: skip
+        if missing:
+            raise LoadingError(
+                f"--student_name_or_path {args.student_name_or_path} is a plain {type(config).__name__} folder (no "
+                "prediction heads, no record of a teacher): give the teacher and the layers its new heads are to "
+                f"predict with {' and '.join(missing)}."
+            )
+        return
+    if args.teacher_layers is None:
+        args.teacher_layers = list(config.teacher_layers)
+        logger.info("Teacher layers %s, from the student's config.", args.teacher_layers)
+    if args.teacher_name_or_path is None:
+        if not config.teacher_name_or_path:
+            raise LoadingError(
+                f"--student_name_or_path {args.student_name_or_path} does not record its teacher: give "
+                "--teacher_name_or_path."
+            )
+        args.teacher_name_or_path = config.teacher_name_or_path
+        logger.info("Teacher %s, from the student's config.", args.teacher_name_or_path)
 
 
 def build_accelerator(args: argparse.Namespace, output_dir: Path) -> Accelerator:
@@ -310,9 +358,20 @@ class DistillationModels:
 def build_models(args: argparse.Namespace, accelerator: Accelerator) -> DistillationModels:
     """The student (from the teacher, or `--student_name_or_path`) and the cut teacher on the device (bf16 under
     bf16)."""
-    teacher_model = AutoModel.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
+    with explain_loading_errors(args.teacher_name_or_path, "--teacher_name_or_path"):
+        teacher_model = AutoModel.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
     if args.student_name_or_path:
-        student = DistilXLSRModel.from_pretrained(args.student_name_or_path)
+        # A plain backbone folder gets new heads for the user's teacher and layers (with a warning); a DistilXLSR
+        # student keeps its own, which must be the ones asked for.
+        recipe = {}
+        if args.student_is_plain:
+            recipe = dict(
+                teacher_layers=args.teacher_layers,
+                teacher_name_or_path=args.teacher_name_or_path,
+                teacher_hidden_size=teacher_model.config.hidden_size,
+            )
+        with explain_loading_errors(args.student_name_or_path, "--student_name_or_path"):
+            student = DistilXLSRModel.from_pretrained(args.student_name_or_path, **recipe)
         if student.config.teacher_layers != args.teacher_layers:
             raise ValueError(f"The student predicts layers {student.config.teacher_layers}, not {args.teacher_layers}.")
     else:
@@ -768,7 +827,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     set_seed(args.seed)
 
     models = build_models(args, accelerator)
-    feature_extractor = load_feature_extractor(args.teacher_name_or_path, args.trust_remote_code)
+    feature_extractor = load_feature_extractor(
+        args.teacher_name_or_path, args.trust_remote_code, flag="--teacher_name_or_path"
+    )
     data = build_data(args, accelerator, models.student.config, feature_extractor)
     optimizer, scheduler = build_optimizer(args, models.student, accelerator.num_processes)
     models.student, optimizer, scheduler = prepare(
@@ -789,4 +850,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -31,6 +31,7 @@ from distilxlsr_pt.cli import (
     add_trust_remote_code,
     argument_parser,
     eval_dataset_splits,
+    run_script,
     warn_deprecated,
 )
 from distilxlsr_pt.data import load_clips
@@ -116,4 +117,4 @@ def main(argv=None) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -4,13 +4,18 @@ Each script builds its own parser; the flags that several scripts take are added
 and documented alike (`--model_name_or_path`, `--dataset_name`, `--data_dir`, `--eval_split_name`,
 `--text_column_name`, `--trust_remote_code`, `--output_dir`, ...). Flags renamed in 0.3 keep working for one release
 (`add_deprecated_alias`): they warn and set the new flag.
+
+A `LoadingError` (`models.explain_loading_errors`: a folder that ships its own code, a Hub id not cached while the Hub
+is offline) ends a script run by `run_script` with its one-sentence message, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from configuration_distilxlsr import check_teacher_layers
@@ -36,6 +41,17 @@ def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Run model code shipped in a model folder or Hub repo (its auto_map). Not needed for DistilXLSR models.",
     )
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """A script's entry point: run `main()`; a `LoadingError` ends the command with its one-line message (the last
+    line of stderr) and exit status 1, without a traceback."""
+    from .models import LoadingError  # (models imports torch: only when a script runs)
+
+    try:
+        main()
+    except LoadingError as error:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
 
 
 def add_eval_dataset_flags(parser: argparse.ArgumentParser, split: str = "test", several: bool = False) -> None:

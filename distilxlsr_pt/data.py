@@ -18,6 +18,7 @@ from datasets import Audio, Dataset, IterableDataset, load_dataset
 from tqdm.auto import tqdm
 
 from .audio import SAMPLING_RATE, load_audio
+from .models import explain_loading_errors
 from .text import DEFAULT_CHARS_TO_IGNORE, normalize_text
 
 logger = logging.getLogger(__name__)
@@ -61,16 +62,18 @@ class DatasetSplit:
 
     def load(self, streaming: bool = False, missing_ok: bool = False) -> Dataset | IterableDataset | None:
         """The split with its audio column (if any) undecoded (`Audio(decode=False)`), columns checked, the first
-        `max_samples` clips. A dataset without this split raises `ValueError`, or gives None with `missing_ok`."""
+        `max_samples` clips. A dataset without this split raises `ValueError`, or gives None with `missing_ok`; a Hub id
+        not cached while the Hub is offline raises a one-sentence `LoadingError`."""
         try:
-            dataset = load_dataset(
-                self.path,
-                self.config,
-                data_dir=self.data_dir,
-                split=self.split,
-                cache_dir=self.cache_dir,
-                streaming=streaming,
-            )
+            with explain_loading_errors(self.path, "--dataset_name"):
+                dataset = load_dataset(
+                    self.path,
+                    self.config,
+                    data_dir=self.data_dir,
+                    split=self.split,
+                    cache_dir=self.cache_dir,
+                    streaming=streaming,
+                )
         except ValueError as error:
             if not missing_ok or "split" not in str(error).lower():
                 raise

@@ -151,9 +151,9 @@ def build_lm_processor(
     if not texts:
         raise ValueError("No text for the language model.")
     output_dir = Path(output_dir)
+    model, processor = load_ctc_model(str(model_dir), trust_remote_code=trust_remote_code)  # before any copy
     if Path(model_dir).resolve() != output_dir.resolve():
         shutil.copytree(model_dir, output_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*NOT_COPIED))
-    model, processor = load_ctc_model(str(model_dir), trust_remote_code=trust_remote_code)
     labels = decoder_labels(processor.tokenizer)
     if len(labels) != model.config.vocab_size:
         raise ValueError(f"The tokenizer has {len(labels)} tokens but the model {model.config.vocab_size} outputs.")

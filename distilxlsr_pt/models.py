@@ -3,7 +3,9 @@ them so that a failed save never leaves a folder that looks like a model (`save_
 
 Importing this module imports `modeling_distilxlsr`, which registers `model_type: distilxlsr` with the Auto classes:
 this project's DistilXLSR folders then load through the installed classes, with `trust_remote_code=False`, and never
-through the copy of the model code saved beside their weights.
+through the copy of the model code saved beside their weights. Errors the user fixes (a folder that ships its own
+code, a Hub id not cached while offline, weights that do not fit their config) are one-sentence `LoadingError`s
+naming the flag.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoFeatureExtractor,
     AutoModelForCTC,
     AutoTokenizer,
+    PreTrainedConfig,
     PreTrainedModel,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
@@ -31,7 +35,65 @@ from .audio import SAMPLING_RATE
 
 logger = logging.getLogger(__name__)
 
+# The one part of a CTC checkpoint that fine-tuning may replace by random weights: the head, sized by the vocabulary.
+CTC_HEAD_PREFIX = "lm_head."
+
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+class LoadingError(Exception):
+    """A model, tokenizer, feature extractor or dataset that cannot be loaded for a reason the user must fix (a flag,
+    the folder): the message is one sentence saying what to do (`cli.run_script` prints it without a traceback)."""
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """`error` and the exceptions it was raised from or during."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def loading_error_message(error: BaseException, name_or_path: str, flag: str) -> str | None:
+    """The one-sentence explanation of an error raised while loading `name_or_path` (given to `flag`), when the user
+    can fix it: the folder ships its own model code (transformers wants `trust_remote_code=True`), or it is a Hub id
+    that is neither a local folder nor cached while the Hub is offline or unreachable. None for any other error."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    causes = list(_causes(error))
+    if any(isinstance(cause, ValueError) and "trust_remote_code=True" in str(cause) for cause in causes):
+        return (
+            f"{name_or_path} (given to {flag}) ships its own model code (an auto_map in its config), which runs only "
+            "with --trust_remote_code: pass that flag only if you trust that code, or give a folder of a model type "
+            "transformers or this project knows."
+        )
+    # huggingface_hub raises LocalEntryNotFoundError (transformers wraps it in an OSError), datasets a ConnectionError
+    # (OfflineModeIsEnabled is one too), whether the Hub is offline or out of reach.
+    offline_errors = (LocalEntryNotFoundError, ConnectionError)
+    if not os.path.isdir(name_or_path) and any(isinstance(cause, offline_errors) for cause in causes):
+        hub = "offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "unreachable"
+        return (
+            f"{name_or_path} (given to {flag}) is neither a local folder nor in the local Hugging Face cache, and the "
+            f"Hub is {hub}: pass a local folder to {flag}, or run once with the Hub reachable to download it."
+        )
+    return None
+
+
+@contextmanager
+def explain_loading_errors(name_or_path: str | os.PathLike, flag: str) -> Iterator[None]:
+    """Around the loading of `name_or_path` (given to `flag`): an error the user fixes with a flag
+    (`loading_error_message`) is raised as a one-sentence `LoadingError`; any other error passes unchanged."""
+    try:
+        yield
+    except LoadingError:
+        raise
+    except Exception as error:
+        message = loading_error_message(error, str(name_or_path), flag)
+        if message is None:
+            raise
+        raise LoadingError(message) from error
 
 
 def default_feature_extractor() -> Wav2Vec2FeatureExtractor:
@@ -42,14 +104,31 @@ def default_feature_extractor() -> Wav2Vec2FeatureExtractor:
     )
 
 
+def load_config(
+    model_name_or_path: str | os.PathLike,
+    flag: str = "--model_name_or_path",
+    trust_remote_code: bool = False,
+    cache_dir: str | None = None,
+) -> PreTrainedConfig:
+    """The model's config, read before anything heavy is loaded: a folder with its own code (without
+    `trust_remote_code`) or an uncached Hub id while offline fails here, in one sentence naming `flag`."""
+    with explain_loading_errors(model_name_or_path, flag):
+        return AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+
+
 def load_feature_extractor(
-    model_name_or_path: str | os.PathLike, trust_remote_code: bool = False, cache_dir: str | None = None
+    model_name_or_path: str | os.PathLike,
+    trust_remote_code: bool = False,
+    cache_dir: str | None = None,
+    flag: str = "--model_name_or_path",
 ) -> Wav2Vec2FeatureExtractor:
-    """The model's feature extractor, or `default_feature_extractor()` when it has none."""
+    """The model's feature extractor, or `default_feature_extractor()` when it has none. A folder whose feature
+    extractor is its own code is refused without `trust_remote_code` (`LoadingError`), never replaced by the default."""
     try:
-        return AutoFeatureExtractor.from_pretrained(
-            model_name_or_path, trust_remote_code=trust_remote_code, cache_dir=cache_dir
-        )
+        with explain_loading_errors(model_name_or_path, flag):
+            return AutoFeatureExtractor.from_pretrained(
+                model_name_or_path, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+            )
     except (OSError, ValueError):
         logger.info(
             "No feature extractor with %s: using a default 16 kHz Wav2Vec2FeatureExtractor.", model_name_or_path
@@ -64,9 +143,10 @@ def load_ctc_weights(
     for inference and evaluation."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
-    model = AutoModelForCTC.from_pretrained(
-        model_name_or_path, trust_remote_code=trust_remote_code, dtype=DTYPES[dtype]
-    )
+    with explain_loading_errors(model_name_or_path, "--model_name_or_path"):
+        model = AutoModelForCTC.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code, dtype=DTYPES[dtype]
+        )
     return model.to(device).eval()
 
 
@@ -74,8 +154,11 @@ def load_ctc_model(
     model_name_or_path: str | os.PathLike, dtype: str = "fp32", device: str = "cpu", trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, Wav2Vec2Processor]:
     """`load_ctc_weights` and the model's plain processor (feature extractor + tokenizer, no LM)."""
-    feature_extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
+    with explain_loading_errors(model_name_or_path, "--model_name_or_path"):
+        feature_extractor = AutoFeatureExtractor.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     model = load_ctc_weights(model_name_or_path, dtype, device, trust_remote_code)
     return model, Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
@@ -123,3 +206,37 @@ def save_model_folder(output_dir: str | os.PathLike, save: Callable[[Path], None
             for name in [*weights, *others, *([CONFIG_NAME] if CONFIG_NAME in names else [])]:
                 os.replace(staging / name, output_dir / name)
             staging.rmdir()
+
+
+def load_ctc_for_fine_tuning(
+    model_name_or_path: str | os.PathLike, trust_remote_code: bool = False, **kwargs
+) -> PreTrainedModel:
+    """A checkpoint as a CTC model for fine-tuning with the vocabulary of `kwargs` (`vocab_size`, ...): a CTC head
+    (`lm_head`) of another size is re-initialised, with a warning; any other weight whose shape does not fit the
+    config is a `LoadingError` naming it, never silently replaced by random weights."""
+    with explain_loading_errors(model_name_or_path, "--model_name_or_path"):
+        model, info = AutoModelForCTC.from_pretrained(
+            model_name_or_path,
+            trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True,  # checked below: the head alone may differ
+            output_loading_info=True,
+            **kwargs,
+        )
+    mismatched = sorted((key, tuple(saved), tuple(wanted)) for key, saved, wanted in info["mismatched_keys"])
+    wrong = [entry for entry in mismatched if not entry[0].startswith(CTC_HEAD_PREFIX)]
+    if wrong:
+        listed = "; ".join(
+            f"{key} is {list(saved)} in the checkpoint, {list(wanted)} by its config"
+            for key, saved, wanted in wrong[:5]
+        )
+        more = f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""
+        raise LoadingError(
+            f"{model_name_or_path}: {len(wrong)} weight(s) do not fit the model's config: {listed}{more}. Only the CTC "
+            "head (lm_head) may be re-initialised: fix the checkpoint or its config.json."
+        )
+    if mismatched:
+        logger.warning(
+            "%s: its CTC head (%s) has another vocabulary size; a new head for %s tokens starts from random weights.",
+            model_name_or_path, ", ".join(f"{key} {list(saved)}" for key, saved, _ in mismatched), model.config.vocab_size,
+        )  # fmt: skip
+    return model

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import last_json, run_fresh_python, start_claimant, tell
 from huggingface_hub import ModelCard
-from transformers import Wav2Vec2Model
+from transformers import AutoConfig, Wav2Vec2Model
 
 import train_distill
 from distilxlsr_pt.checks import RUN_LOCK_PATTERN
@@ -197,7 +197,7 @@ def test_every_numeric_flag_has_a_rule():
 @pytest.mark.parametrize("report_to", ["none", "tensorboard"])
 def test_an_unwritable_output_dir_fails_before_anything_is_loaded(teacher_dir, tmp_path, report_to, monkeypatch):
     monkeypatch.setattr(train_distill, "load_audio_datasets", lambda *a: pytest.fail("data was loaded"))
-    monkeypatch.setattr(train_distill.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("config loaded"))
+    monkeypatch.setattr(AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("config loaded"))
     (tmp_path / "a-file").write_text("not a folder")
     # (The tests run as root, whom permission bits do not stop: a file in the way and /sys stand in for them.)
     for output_dir, message in (
