@@ -9,8 +9,6 @@ Read top to bottom:
 4. `DistilXLSRForCTC`: the student with a linear CTC head for speech recognition.
 """
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -35,7 +33,8 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     Wav2Vec2LayerNormConvLayer,
     Wav2Vec2PreTrainedModel,
 )
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -231,7 +230,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
         mask_time_indices: torch.Tensor | None = None,
         conv_features: torch.Tensor | None = None,
         return_layer_predictions: bool = True,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> DistilXLSROutput:
         r"""
         Args:
@@ -270,7 +269,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
     @classmethod
     def from_teacher(
         cls, teacher: PreTrainedModel, config: DistilXLSRConfig | None = None, **config_overrides
-    ) -> DistilXLSRModel:
+    ) -> "DistilXLSRModel":
         """
         A student initialised from a transformers `Wav2Vec2Model` / `HubertModel` teacher (or a `*ForPreTraining` /
         `*ForCTC` wrapping one), as s3prl's `init_teacher_conv_layers` and `init_teacher_encoder_layers` do: the conv
@@ -347,7 +346,7 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         input_values: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutput:
         r"""
         Args:
@@ -384,7 +383,7 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         return wav2vec2.eval() if not self.training else wav2vec2
 
     @classmethod
-    def from_wav2vec2(cls, wav2vec2: Wav2Vec2ForCTC) -> DistilXLSRForCTC:
+    def from_wav2vec2(cls, wav2vec2: Wav2Vec2ForCTC) -> "DistilXLSRForCTC":
         """A transformers `Wav2Vec2ForCTC` in this class, with its config fields and weights (the inverse of
         `to_wav2vec2`); its conv front end then runs channels-last, which trains faster on a CPU."""
         fields = {k: v for k, v in wav2vec2.config.to_dict().items() if k not in ("model_type", "architectures")}

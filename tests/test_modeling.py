@@ -1,7 +1,10 @@
 """DistilXLSRConfig / DistilXLSRModel / DistilXLSRForCTC: teacher init, outputs, export and remote-code loading."""
 
+import copy
+import inspect
 import json
 import textwrap
+import typing
 
 import pytest
 import torch
@@ -15,6 +18,8 @@ from transformers import (
     Wav2Vec2ForPreTraining,
     Wav2Vec2Model,
 )
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
 from configuration_distilxlsr import DistilXLSRConfig
 from distilxlsr_pt.stand_ins import stand_in_teacher_config
@@ -89,6 +94,37 @@ def test_sdpa_is_the_default_attention_and_matches_eager(tiny_teacher_config, au
     student.set_attn_implementation("eager")
     eager = student(audio[2], attention_mask=audio[3]).last_hidden_state
     torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-5)
+
+
+def can_output_attentions(model_class) -> bool:
+    """transformers' own model tests' check (`_test_eager_matches_sdpa_inference`): a forward without an
+    `output_attentions` argument whose `**kwargs` annotation does not declare it at run time counts as unable to output
+    attentions, and the eager-vs-SDPA comparison with `output_attentions=True` is skipped."""
+    parameters = inspect.signature(model_class.forward).parameters
+    if "output_attentions" in parameters:
+        return True
+    try:
+        return "output_attentions" in parameters["kwargs"].annotation.__args__[0].__annotations__
+    except (AttributeError, KeyError):
+        return False
+
+
+@pytest.mark.parametrize("model_class", [DistilXLSRModel, DistilXLSRForCTC])
+def test_forward_declares_transformers_kwargs_and_eager_attentions_match_sdpa(tiny_teacher_config, audio, model_class):
+    assert typing.get_type_hints(model_class.forward)["kwargs"] == Unpack[TransformersKwargs]
+    assert can_output_attentions(model_class)
+    # What transformers' test then runs: eager (with its attention maps) and SDPA agree on a padded batch.
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, teacher_layers=(4, 12), vocab_size=9)
+    torch.manual_seed(0)
+    sdpa = model_class(config).eval()
+    eager = copy.deepcopy(sdpa)
+    eager.set_attn_implementation("eager")
+    inputs = dict(attention_mask=audio[3], output_attentions=True, output_hidden_states=True)
+    want, got = eager(audio[2], **inputs), sdpa(audio[2], **inputs)
+    assert len(want.attentions) == config.num_hidden_layers
+    assert want.attentions[0].shape[:2] == (2, config.num_attention_heads)
+    frames = sdpa._get_feature_vector_attention_mask(want.hidden_states[-1].shape[1], audio[3]).bool()
+    torch.testing.assert_close(got.hidden_states[-1][frames], want.hidden_states[-1][frames], atol=1e-5, rtol=1e-4)
 
 
 def test_padded_batch_equals_utterances_alone(tiny_teacher_config, audio):
