@@ -68,7 +68,7 @@ from distilxlsr_pt.cli import HelpFormatter
 from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding, Transcripts, metrics_function, prepare_split
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.lm import add_lm_and_score
-from distilxlsr_pt.models import load_feature_extractor
+from distilxlsr_pt.models import load_checked_config, load_feature_extractor
 from distilxlsr_pt.results import read_results, write_results
 from distilxlsr_pt.text import DEFAULT_CHARS_TO_IGNORE, build_vocabulary, normalize_text
 from modeling_distilxlsr import min_samples_for_frames
@@ -640,6 +640,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     claim_output_dir(model_args, training_args)
     if data_args.dataset_name is None:
         check_data_dir(data_args.data_dir)
+    # A config that cannot build a model fails now, not after the data is loaded and the vocabulary written.
+    load_checked_config(model_args.model_name_or_path, model_args.trust_remote_code, model_args.cache_dir)
     print(
         f"Data: {data_args.dataset_name or 'audiofolder'} (data_dir={data_args.data_dir}); "
         f"model: {model_args.model_name_or_path}; output: {training_args.output_dir}"

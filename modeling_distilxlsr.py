@@ -39,9 +39,9 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 try:  # imported as part of a package: remote code (`trust_remote_code=True`) copies both files side by side
-    from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+    from .configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig, check_architecture
 except ImportError:  # imported as a top-level module from a checkout of this project
-    from configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+    from configuration_distilxlsr import TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig, check_architecture
 
 # Config fields that only the distillation uses; a plain Wav2Vec2Config is the rest.
 DISTILLATION_FIELDS = ("teacher_layers", "teacher_hidden_size", "teacher_name_or_path", "prediction_head_inter_dim")
@@ -200,6 +200,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
     """
 
     def __init__(self, config: DistilXLSRConfig, add_prediction_heads: bool = True):
+        check_architecture(config)  # again: a config edited after construction, before any weight is allocated
         super().__init__(config)
         self.feature_extractor = DistilXLSRFeatureEncoder(config)
         self.feature_projection = DistilXLSRFeatureProjection(config)

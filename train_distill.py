@@ -25,7 +25,7 @@ from accelerate.utils import set_seed
 from datasets.distributed import split_dataset_by_node
 from huggingface_hub import ModelCardData
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, get_scheduler
+from transformers import AutoModel, get_scheduler
 
 from configuration_distilxlsr import check_teacher_layers
 from distilxlsr_pt.audio import SAMPLING_RATE
@@ -62,7 +62,7 @@ from distilxlsr_pt.distillation import (
     parameter_groups,
     save_checkpoint,
 )
-from distilxlsr_pt.models import load_feature_extractor
+from distilxlsr_pt.models import load_checked_config, load_feature_extractor
 from distilxlsr_pt.results import write_results
 from modeling_distilxlsr import DistilXLSRModel, min_samples_for_frames
 
@@ -263,12 +263,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def check_before_loading(args: argparse.Namespace, output_dir: Path) -> list[Path]:
     """Fail in the first second, before any data or weights are loaded: an unwritable folder, one holding another
-    run, a teacher layer beyond the teacher's depth, a missing `--data_dir`. Returns the previous run's files."""
+    run, a teacher or student config that cannot build a model, a teacher layer beyond the teacher's depth, a missing
+    `--data_dir`. Returns the previous run's files."""
     resuming = args.resume_from_checkpoint is not None and (
         args.resume_from_checkpoint != "latest" or bool(list_checkpoints(output_dir))
     )
     previous_run = check_output_dir(output_dir, RUN_FILES, args.overwrite_output_dir, resuming)
-    teacher_config = AutoConfig.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
+    teacher_config = load_checked_config(args.teacher_name_or_path, args.trust_remote_code)
+    if args.student_name_or_path:
+        load_checked_config(args.student_name_or_path)
     check_teacher_layers(args.teacher_layers, teacher_config.num_hidden_layers, "--teacher_layers")
     if args.data_dir is not None:
         check_data_dir(args.data_dir)

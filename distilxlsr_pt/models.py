@@ -11,16 +11,20 @@ import logging
 import os
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import (
+    AutoConfig,
     AutoFeatureExtractor,
     AutoModelForCTC,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
 )
 
 import modeling_distilxlsr  # noqa: F401  (registers DistilXLSR with the Auto classes)
+from configuration_distilxlsr import check_architecture
 
 from .audio import SAMPLING_RATE
 
@@ -50,6 +54,24 @@ def load_feature_extractor(
             "No feature extractor with %s: using a default 16 kHz Wav2Vec2FeatureExtractor.", model_name_or_path
         )
         return default_feature_extractor()
+
+
+def load_checked_config(
+    model_name_or_path: str | os.PathLike, trust_remote_code: bool = False, cache_dir: str | None = None
+) -> PretrainedConfig:
+    """A model's config with its architecture checked (`check_architecture`), read before any weight or data is: a
+    `config.json` with zero attention heads, a negative size, mismatched conv lists or an absurd depth raises a
+    `ValueError` naming the folder and the field, instead of a traceback (or minutes of allocation) while building."""
+    try:
+        config = AutoConfig.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+        )
+        check_architecture(config)
+    except (ValueError, StrictDataclassError) as error:
+        # transformers' own checks raise huggingface_hub's wrapper of the ValueError that says what is wrong
+        reason = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
+        raise ValueError(f"Model {model_name_or_path}, config.json: {reason}") from error
+    return config
 
 
 def load_ctc_weights(

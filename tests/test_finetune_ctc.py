@@ -356,6 +356,31 @@ def test_a_missing_or_empty_data_dir_fails_before_any_data_is_read(tmp_path, mon
         main([*args, "--data_dir", str(tmp_path / "corpus")])
 
 
+@pytest.mark.parametrize(
+    "model, fields, message",
+    [
+        ("student", {"num_attention_heads": 0}, "num_attention_heads is 0: it must be a positive integer"),
+        ("student", {"num_conv_pos_embedding_groups": 3}, "num_conv_pos_embedding_groups is 3: it must divide"),
+        ("student", {"num_hidden_layers": 100000}, "num_hidden_layers is 100000: at most 64 layers"),
+        ("wav2vec2", {"hidden_size": -768}, "hidden_size is -768: it must be a positive integer"),
+        ("wav2vec2", {"conv_stride": [5, 2]}, "Configuration for convolutional layers is incorrect"),
+    ],
+)
+def test_a_bad_model_config_fails_before_any_data_is_read(tmp_path, monkeypatch, model, fields, message):
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
+    model_dir = tmp_path / "model"
+    if model == "student":
+        tiny_student(model_dir)
+    else:  # a plain transformers CTC model: its config is checked the same way
+        stand_in_teacher_config("tiny", vocab_size=8).save_pretrained(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, **fields}))
+    write_split(tmp_path / "corpus" / "train", [("a.wav", "oi")])
+    args = ["--model_name_or_path", str(model_dir), "--data_dir", str(tmp_path / "corpus")]
+    with pytest.raises(ValueError, match=f"Model {model_dir}, config.json: {message}"):
+        main([*args, *common_args(tmp_path / "out", tmp_path / "cache")])
+
+
 def test_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

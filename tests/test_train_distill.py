@@ -177,6 +177,43 @@ def test_bad_teacher_layer_fails_before_loading_data_or_weights(teacher_dir, tmp
         (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
     ],
 )
+def edited_copy(model_dir: Path, destination: Path, **fields) -> Path:
+    """A copy of a saved model whose config.json has `fields` changed."""
+    shutil.copytree(model_dir, destination)
+    config = json.loads((destination / "config.json").read_text())
+    (destination / "config.json").write_text(json.dumps({**config, **fields}))
+    return destination
+
+
+@pytest.mark.parametrize(
+    "which, fields, message",
+    [
+        ("teacher", {"num_attention_heads": 0}, "num_attention_heads is 0: it must be a positive integer"),
+        ("teacher", {"num_conv_pos_embedding_groups": 3}, "num_conv_pos_embedding_groups is 3: it must divide"),
+        ("teacher", {"intermediate_size": -768}, "intermediate_size is -768"),
+        ("teacher", {"num_hidden_layers": 100000}, "num_hidden_layers is 100000: at most 64 layers"),
+        ("teacher", {"conv_kernel": [10, 3]}, "conv_dim"),  # transformers' own check, as a ValueError
+        ("student", {"num_hidden_layers": 100000}, "num_hidden_layers is 100000: at most 64 layers"),
+    ],
+)
+def test_a_bad_model_config_fails_before_loading_data_or_weights(
+    teacher_dir, corpus_dir, tmp_path, monkeypatch, which, fields, message
+):
+    monkeypatch.setattr(train_distill, "load_audio_datasets", lambda *a: pytest.fail("data was loaded"))
+    monkeypatch.setattr(train_distill.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    args = run_args(teacher_dir, corpus_dir, tmp_path / "out")
+    if which == "teacher":
+        args[1] = str(edited_copy(teacher_dir, tmp_path / "teacher", **fields))
+    else:
+        torch.manual_seed(0)
+        DistilXLSRModel.from_teacher(Wav2Vec2Model.from_pretrained(teacher_dir), num_hidden_layers=2).save_pretrained(
+            tmp_path / "student"
+        )
+        args += ["--student_name_or_path", str(edited_copy(tmp_path / "student", tmp_path / "bad-student", **fields))]
+    with pytest.raises(ValueError, match=f"Model {tmp_path}.*, config.json: .*{message}"):
+        main(args)
+
+
 def test_impossible_flag_values_are_argparse_errors_naming_the_flag(tmp_path, flags, message, capsys):
     base = ["--data_dir", "d", "--output_dir", str(tmp_path), "--max_duration_in_seconds", "2"]
     assert train_distill.parse_args(base).max_duration_in_seconds == 2  # valid on their own
@@ -194,7 +231,7 @@ def test_every_numeric_flag_has_a_rule():
 @pytest.mark.parametrize("report_to", ["none", "tensorboard"])
 def test_an_unwritable_output_dir_fails_before_anything_is_loaded(teacher_dir, tmp_path, report_to, monkeypatch):
     monkeypatch.setattr(train_distill, "load_audio_datasets", lambda *a: pytest.fail("data was loaded"))
-    monkeypatch.setattr(train_distill.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("config loaded"))
+    monkeypatch.setattr(train_distill, "load_checked_config", lambda *a, **k: pytest.fail("config loaded"))
     (tmp_path / "a-file").write_text("not a folder")
     # (The tests run as root, whom permission bits do not stop: a file in the way and /sys stand in for them.)
     for output_dir, message in (
