@@ -612,7 +612,8 @@ NumPy arrays must hold 16 kHz mono float audio.
 - Data: {dataset_label}; audio column `{data_args.audio_column_name}`, transcript column `{data_args.text_column_name}`;
   splits `{data_args.train_split_name}` (train), `{data_args.eval_split_name}` (eval), `{data_args.test_split_name}` (test).
 - Transcripts: Unicode NFC, lower case, accented letters kept, the characters
-  `` {"".join(data_args.chars_to_ignore)} `` replaced by spaces, spaces collapsed (`distilxlsr_pt.text.normalize_text`).
+  `` {"".join(data_args.chars_to_ignore)} `` and symbols (emoji, ...) replaced by spaces, invisible format characters
+  removed, spaces collapsed (`distilxlsr_pt.text.normalize_text`).
 - Vocabulary: {results.get("vocab_size", "?")} tokens, characters plus `[PAD]` (the CTC blank), `[UNK]` (unseen
   characters) and `|` (word delimiter).
 - Clips kept: {data_args.min_duration_in_seconds}-{data_args.max_duration_in_seconds} s and no shorter than the model's

@@ -23,7 +23,7 @@ from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.decoding import greedy_decode
 from distilxlsr_pt.stand_ins import stand_in_teacher_config
-from distilxlsr_pt.text import build_vocabulary, normalize_text
+from distilxlsr_pt.text import DEFAULT_CHARS_TO_IGNORE, build_vocabulary, normalize_text
 from finetune_ctc import main
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel, min_samples_for_frames
 
@@ -143,6 +143,31 @@ def common_args(output_dir: Path, cache_dir: Path) -> list[str]:
 )
 def test_normalize_text(text, expected):
     assert normalize_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("bom\u200bdia", "bom dia"),  # a zero-width space separates words
+        ("compu\u00adtador", "computador"),  # a soft hyphen joins
+        ("\ufeffOlá", "olá"),  # a byte-order mark
+        ("sim\u200f não\u200e", "sim não"),  # direction marks
+        ("Legal 👍🏻! Te amo ❤️", "legal te amo"),  # emoji, their skin-tone modifiers and variation selectors
+        ("família 👨\u200d👩\u200d👧 feliz", "família feliz"),  # an emoji sequence joined by zero-width joiners
+        ("1️⃣ vez, 25°C, R$ 10 + 2", "1 vez 25 c r 10 2"),  # keycap, degree, currency and maths signs
+        ("a\u200d\u0301gua", "água"),  # a joiner removed between a letter and its accent: NFC still composes
+    ],
+)
+def test_normalize_text_removes_invisible_characters_and_symbols(text, expected):
+    assert normalize_text(text) == expected
+
+
+def test_only_letters_digits_and_kept_punctuation_reach_the_vocabulary():
+    texts = ["Olá 👍 mundo ❤️!", "R$ 5 + 2 = 7 °C ™ ©", "bom\u200bdia\ufeff \u200f\x07\ue000"]
+    for chars_to_ignore, categories in ((DEFAULT_CHARS_TO_IGNORE, {"L", "N"}), ([], {"L", "N", "P"})):
+        vocab = build_vocabulary(normalize_text(text, chars_to_ignore) for text in texts)
+        characters = set(vocab) - {"[PAD]", "[UNK]", "|"}
+        assert {unicodedata.category(char)[0] for char in characters} <= categories, characters
 
 
 def test_normalize_text_gives_nfc_for_nfd_input():
