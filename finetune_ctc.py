@@ -209,8 +209,15 @@ class DataTrainingArguments:
     lm_order: int = field(default=4, metadata={"help": "Order of the --lm_text_file n-gram LM."})
 
 
-# What a training run leaves in --output_dir; training into a folder holding any of these is refused.
-RUN_FILES = ("model.safetensors", "pytorch_model.bin", "*_results.json", "trainer_state.json", "checkpoint-*")
+# What a training run leaves in --output_dir (regular expressions of exact names: `checks.find_run_files`); training
+# into a folder holding any of these is refused, and only these are deleted by --overwrite_output_dir.
+RUN_FILES = (
+    r"model\.safetensors",
+    r"pytorch_model\.bin",
+    r"(train|eval|test|lm|all)_results\.json",
+    r"trainer_state\.json",
+    r"checkpoint-\d+",
+)
 # What each numeric option (of the three argument dataclasses) must be, and finite; checked before anything loads.
 NUMERIC_OPTIONS = {
     **dict.fromkeys(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -86,9 +87,10 @@ def check_output_dir(
     """
     Create `output_dir` if needed and check that a file can be written there; then look for a previous run.
 
-    `run_files` are glob patterns of what a run leaves (its model, results, checkpoints). When some are found, the
-    command must pass `--overwrite_output_dir` (`overwrite`) or continue that run (`resuming`); otherwise this raises
-    `OutputDirError` naming both flags. Returns the previous run's paths (for `remove_previous_run`).
+    `run_files` are regular expressions of the paths a run writes, relative to `output_dir` (`find_run_files`). When
+    some are found, the command must pass `--overwrite_output_dir` (`overwrite`) or continue that run (`resuming`);
+    otherwise this raises `OutputDirError` naming both flags. Returns the previous run's paths (for
+    `remove_previous_run`).
     """
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
@@ -101,7 +103,7 @@ def check_output_dir(
         raise OutputDirError(
             f"--output_dir {path} cannot be written ({error}): choose another --output_dir."
         ) from error
-    previous = sorted({found for pattern in run_files for found in path.glob(pattern)})
+    previous = find_run_files(path, run_files)
     if previous and not overwrite and not resuming:
         names = ", ".join(str(p.relative_to(path)) for p in previous[:5]) + (", ..." if len(previous) > 5 else "")
         raise OutputDirError(
@@ -109,6 +111,18 @@ def check_output_dir(
             "--overwrite_output_dir to delete it and start afresh, or choose another --output_dir."
         )
     return previous
+
+
+def find_run_files(output_dir: Path, run_files: Sequence[str]) -> list[Path]:
+    """The paths in `output_dir` whose relative path (with "/") a `run_files` regular expression matches in full: only
+    the exact names a run writes (`checkpoint-12`, `eval_results.json`), never a user's file beside them
+    (`checkpoint-12-backup`, `my_results.json`), which `--overwrite_output_dir` must not delete."""
+    patterns = [re.compile(pattern) for pattern in run_files]
+    found, level = [], [output_dir]
+    for _ in range(max((pattern.count("/") + 1 for pattern in run_files), default=0)):  # as deep as a pattern goes
+        level = [child for parent in level if parent.is_dir() for child in parent.iterdir()]
+        found += [p for p in level if any(rule.fullmatch(p.relative_to(output_dir).as_posix()) for rule in patterns)]
+    return sorted(found)
 
 
 def remove_previous_run(paths: Sequence[Path]) -> None:

@@ -1,6 +1,7 @@
 """train_distill.py: teacher cut, loss, fast path, end-to-end runs (1 and 2 processes), resume, bad input."""
 
 import copy
+import importlib
 import json
 import os
 import shutil
@@ -262,6 +263,40 @@ def test_a_half_written_checkpoint_alone_is_not_a_run(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-2").mkdir()
     with pytest.raises(ValueError, match="already holds a run \\(checkpoints/checkpoint-2\\)"):
         check_output_dir(tmp_path, train_distill.RUN_FILES, overwrite=False, resuming=False)
+
+
+# What each script's run writes, and a user's files beside it (a backup, notes, a results file of their own).
+RUN_WRITES = {
+    "train_distill": ["model.safetensors", "distill_results.json", "checkpoints/checkpoint-4/"],
+    "finetune_ctc": ["model.safetensors", "all_results.json", "eval_results.json", "checkpoint-4/"],
+}
+USER_FILES = [
+    "notes.txt",
+    "my_results.json",
+    "checkpoint-4-backup/",
+    "checkpoints/checkpoint-2-backup/",
+    "checkpoints/checkpoint-3-copy2/",
+    "old/model.safetensors",
+]
+
+
+@pytest.mark.parametrize("script", sorted(RUN_WRITES))
+def test_overwrite_output_dir_deletes_only_what_a_run_wrote(tmp_path, script):
+    from distilxlsr_pt.checks import check_output_dir, remove_previous_run
+
+    for name in RUN_WRITES[script] + USER_FILES:  # a trailing "/" makes a folder
+        path = tmp_path / name
+        if name.endswith("/"):
+            path.mkdir(parents=True)
+        else:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text("x")
+    run_files = importlib.import_module(script).RUN_FILES
+    previous = check_output_dir(tmp_path, run_files, overwrite=True, resuming=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() + "/" * p.is_dir() for p in previous) == sorted(RUN_WRITES[script])
+    remove_previous_run(previous)
+    assert all((tmp_path / name).exists() for name in USER_FILES)
+    assert not any((tmp_path / name).exists() for name in RUN_WRITES[script])
 
 
 def load_in_fresh_process(model_dir, cwd):
