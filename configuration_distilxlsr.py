@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, Wav2Vec2Config
 
 # The wav2vec2 fields that fix the shape of the teacher's front end and transformer blocks. A student built from a
@@ -28,6 +29,78 @@ TEACHER_ARCHITECTURE_FIELDS = (
 
 # The fields that describe the distillation (the teacher and its layers, the heads' sizes), not the backbone.
 DISTILLATION_FIELDS = ("teacher_layers", "teacher_hidden_size", "teacher_name_or_path", "prediction_head_inter_dim")
+
+
+# The deepest encoder a config may ask for. The deepest published wav2vec2 / HuBERT models (XLS-R 1B and 2B, MMS-1B)
+# have 48 layers; a config beyond this is a typo (100000 layers would allocate for minutes before failing).
+MAX_HIDDEN_LAYERS = 64
+
+# Size fields that must be positive integers, each read when the config has it (HuBERT's lacks the adapter's, say).
+POSITIVE_SIZE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "mask_time_length",
+    "mask_feature_length",
+    "vocab_size",
+    "teacher_hidden_size",
+    "prediction_head_inter_dim",
+)
+CONV_FIELDS = ("conv_dim", "conv_kernel", "conv_stride")
+PROBABILITY_FIELDS = (
+    "hidden_dropout",
+    "activation_dropout",
+    "attention_dropout",
+    "feat_proj_dropout",
+    "final_dropout",
+    "layerdrop",
+    "mask_time_prob",
+    "mask_feature_prob",
+)
+
+
+def check_architecture(config: Any) -> None:
+    """
+    The one check of a wav2vec2-family config (`DistilXLSRConfig`, transformers' `Wav2Vec2Config` or `HubertConfig`)
+    before a model is built from it: positive sizes, a hidden size that the attention heads and the positional conv's
+    groups divide, conv layer lists of one length, probabilities in [0, 1], at most `MAX_HIDDEN_LAYERS` layers.
+
+    Raises `ValueError` whose message starts with the offending field, before any weight is allocated (a bad config
+    otherwise ends in a `ZeroDivisionError`, `negative dimension`, `in_channels must be divisible by groups`, or an
+    allocation of gigabytes).
+    """
+
+    def is_positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    for field in POSITIVE_SIZE_FIELDS:
+        value = getattr(config, field, None)
+        if value is not None and not is_positive_int(value):
+            raise ValueError(f"{field} is {value!r}: it must be a positive integer.")
+    if config.num_hidden_layers > MAX_HIDDEN_LAYERS:
+        raise ValueError(
+            f"num_hidden_layers is {config.num_hidden_layers}: at most {MAX_HIDDEN_LAYERS} layers are supported (the "
+            "deepest published wav2vec2 / HuBERT models have 48)."
+        )
+    for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
+        if config.hidden_size % getattr(config, divisor):
+            raise ValueError(
+                f"{divisor} is {getattr(config, divisor)}: it must divide hidden_size ({config.hidden_size})."
+            )
+    conv = {field: list(getattr(config, field)) for field in CONV_FIELDS}
+    if not conv["conv_dim"] or len({len(values) for values in conv.values()}) != 1:
+        lengths = ", ".join(f"{field} has {len(values)}" for field, values in conv.items())
+        raise ValueError(f"conv_dim, conv_kernel and conv_stride need one entry per conv layer each ({lengths}).")
+    for field, values in conv.items():
+        if not all(is_positive_int(value) for value in values):
+            raise ValueError(f"{field} is {values}: every entry must be a positive integer.")
+    for field in PROBABILITY_FIELDS:
+        value = getattr(config, field, None)
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"{field} is {value!r}: it must be in [0, 1].")
 
 
 def check_teacher_layers(
@@ -58,6 +131,7 @@ def check_teacher_layers(
     return layers
 
 
+@strict
 class DistilXLSRConfig(Wav2Vec2Config):
     r"""
     Configuration of a [`DistilXLSRModel`]: a shallow wav2vec2 encoder with one prediction head per distilled teacher
@@ -116,7 +190,16 @@ class DistilXLSRConfig(Wav2Vec2Config):
         self.teacher_layers = check_teacher_layers(self.teacher_layers)
         self.teacher_hidden_size = self.teacher_hidden_size or self.hidden_size
         self.prediction_head_inter_dim = self.prediction_head_inter_dim or self.hidden_size
+        # A plain `ValueError` naming the field, as for `teacher_layers` (`validate()`, which `@strict` runs next, wraps
+        # its errors in huggingface_hub's `StrictDataclassClassValidationError`).
+        check_architecture(self)
         super().__post_init__(**kwargs)
+
+    def validate_architecture(self) -> None:
+        """Part of `@strict`-powered validation (`validate()`, also run by `save_pretrained`): wav2vec2's own check
+        and `check_architecture`, so that a config edited after construction is checked too."""
+        super().validate_architecture()
+        check_architecture(self)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DistilXLSRConfig:
@@ -174,4 +257,4 @@ class DistilXLSRConfig(Wav2Vec2Config):
 DistilXLSRConfig.register_for_auto_class()
 AutoConfig.register("distilxlsr", DistilXLSRConfig, exist_ok=True)
 
-__all__ = ["DISTILLATION_FIELDS", "DistilXLSRConfig", "check_teacher_layers"]
+__all__ = ["DISTILLATION_FIELDS", "MAX_HIDDEN_LAYERS", "DistilXLSRConfig", "check_architecture", "check_teacher_layers"]

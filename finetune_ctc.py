@@ -217,8 +217,15 @@ class DataTrainingArguments:
     lm_order: int = field(default=4, metadata={"help": "Order of the --lm_text_file n-gram LM."})
 
 
-# What a training run leaves in --output_dir; training into a folder holding any of these is refused.
-RUN_FILES = ("model.safetensors", "pytorch_model.bin", "*_results.json", "trainer_state.json", "checkpoint-*")
+# What a training run leaves in --output_dir (regular expressions of exact names: `checks.find_run_files`); training
+# into a folder holding any of these is refused, and only these are deleted by --overwrite_output_dir.
+RUN_FILES = (
+    r"model\.safetensors",
+    r"pytorch_model\.bin",
+    r"(train|eval|test|lm|all)_results\.json",
+    r"trainer_state\.json",
+    r"checkpoint-\d+",
+)
 # What each numeric option (of the three argument dataclasses) must be, and finite; checked before anything loads.
 NUMERIC_OPTIONS = {
     **dict.fromkeys(
@@ -638,7 +645,8 @@ NumPy arrays must hold 16 kHz mono float audio.
 - Data: {dataset_label}; audio column `{data_args.audio_column_name}`, transcript column `{data_args.text_column_name}`;
   splits `{data_args.train_split_name}` (train), `{data_args.eval_split_name}` (eval), `{data_args.test_split_name}` (test).
 - Transcripts: Unicode NFC, lower case, accented letters kept, the characters
-  `` {"".join(data_args.chars_to_ignore)} `` replaced by spaces, spaces collapsed (`distilxlsr_pt.text.normalize_text`).
+  `` {"".join(data_args.chars_to_ignore)} `` and symbols (emoji, ...) replaced by spaces, invisible format characters
+  removed, spaces collapsed (`distilxlsr_pt.text.normalize_text`).
 - Vocabulary: {results.get("vocab_size", "?")} tokens, characters plus `[PAD]` (the CTC blank), `[UNK]` (unseen
   characters) and `|` (word delimiter).
 - Clips kept: {data_args.min_duration_in_seconds}-{data_args.max_duration_in_seconds} s and no shorter than the model's
@@ -668,8 +676,8 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     claim_output_dir(model_args, training_args)
     if data_args.dataset_name is None:
         check_data_dir(data_args.data_dir)
-    # A model that cannot be loaded (its own code without --trust_remote_code, an uncached Hub id offline) fails
-    # here, before any data is read.
+    # A model that cannot be loaded (its own code without --trust_remote_code, an uncached Hub id offline) or whose
+    # config cannot build a model fails here, before any data is read.
     load_config(
         model_args.model_name_or_path, "--model_name_or_path", model_args.trust_remote_code, model_args.cache_dir
     )

@@ -9,8 +9,6 @@ Read top to bottom:
 4. `DistilXLSRForCTC`: the student with a linear CTC head for speech recognition.
 """
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 
@@ -35,14 +33,25 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import (
     Wav2Vec2LayerNormConvLayer,
     Wav2Vec2PreTrainedModel,
 )
-from transformers.utils import ModelOutput, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 try:  # imported as part of a package: remote code (`trust_remote_code=True`) copies both files side by side
-    from .configuration_distilxlsr import DISTILLATION_FIELDS, TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+    from .configuration_distilxlsr import (
+        DISTILLATION_FIELDS,
+        TEACHER_ARCHITECTURE_FIELDS,
+        DistilXLSRConfig,
+        check_architecture,
+    )
 except ImportError:  # imported as a top-level module from a checkout of this project
-    from configuration_distilxlsr import DISTILLATION_FIELDS, TEACHER_ARCHITECTURE_FIELDS, DistilXLSRConfig
+    from configuration_distilxlsr import (
+        DISTILLATION_FIELDS,
+        TEACHER_ARCHITECTURE_FIELDS,
+        DistilXLSRConfig,
+        check_architecture,
+    )
 
 logger = logging.get_logger(__name__)
 
@@ -200,6 +209,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
     """
 
     def __init__(self, config: DistilXLSRConfig, add_prediction_heads: bool = True):
+        check_architecture(config)  # again: a config edited after construction, before any weight is allocated
         super().__init__(config)
         self.feature_extractor = DistilXLSRFeatureEncoder(config)
         self.feature_projection = DistilXLSRFeatureProjection(config)
@@ -248,7 +258,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
         mask_time_indices: torch.Tensor | None = None,
         conv_features: torch.Tensor | None = None,
         return_layer_predictions: bool = True,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> DistilXLSROutput:
         r"""
         Args:
@@ -307,7 +317,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
     @classmethod
     def from_teacher(
         cls, teacher: PreTrainedModel, config: DistilXLSRConfig | None = None, **config_overrides
-    ) -> DistilXLSRModel:
+    ) -> "DistilXLSRModel":
         """
         A student initialised from a transformers `Wav2Vec2Model` / `HubertModel` teacher (or a `*ForPreTraining` /
         `*ForCTC` wrapping one), as s3prl's `init_teacher_conv_layers` and `init_teacher_encoder_layers` do: the conv
@@ -384,7 +394,7 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         input_values: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutput:
         r"""
         Args:
@@ -421,7 +431,7 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         return wav2vec2.eval() if not self.training else wav2vec2
 
     @classmethod
-    def from_wav2vec2(cls, wav2vec2: Wav2Vec2ForCTC) -> DistilXLSRForCTC:
+    def from_wav2vec2(cls, wav2vec2: Wav2Vec2ForCTC) -> "DistilXLSRForCTC":
         """A transformers `Wav2Vec2ForCTC` in this class, with its config fields and weights (the inverse of
         `to_wav2vec2`); its conv front end then runs channels-last, which trains faster on a CPU."""
         fields = {k: v for k, v in wav2vec2.config.to_dict().items() if k not in ("model_type", "architectures")}

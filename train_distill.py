@@ -78,7 +78,8 @@ from modeling_distilxlsr import DistilXLSRModel, min_samples_for_frames
 logger = logging.getLogger("train_distill")
 
 # What a run leaves in --output_dir; a new run into a folder holding any of these is refused (see check_output_dir).
-RUN_FILES = ("model.safetensors", "distill_results.json", f"checkpoints/{CHECKPOINT_PREFIX}*[0-9]")  # not .tmp
+# Regular expressions of exact names (`checks.find_run_files`); a staging `checkpoint-N.tmp` is not a checkpoint.
+RUN_FILES = (r"model\.safetensors", r"distill_results\.json", rf"checkpoints/{CHECKPOINT_PREFIX}\d+")
 # A new student's teacher and distilled layers unless the flags say otherwise (the seed model `distilxlsr_bp_4-12`).
 DEFAULT_TEACHER = "facebook/wav2vec2-large-xlsr-53"
 DEFAULT_TEACHER_LAYERS = "4,12"

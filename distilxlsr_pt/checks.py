@@ -179,9 +179,10 @@ def check_output_dir(
     for the life of the run (`lock_output_dir`: only one process of a multi-process run should); then look for a
     previous run.
 
-    `run_files` are glob patterns of what a run leaves (its model, results, checkpoints). When some are found, the
-    command must pass `--overwrite_output_dir` (`overwrite`) or continue that run (`resuming`); otherwise this raises
-    `OutputDirError` naming both flags. Returns the previous run's paths (for `remove_previous_run`).
+    `run_files` are regular expressions of the paths a run writes, relative to `output_dir` (`find_run_files`). When
+    some are found, the command must pass `--overwrite_output_dir` (`overwrite`) or continue that run (`resuming`);
+    otherwise this raises `OutputDirError` naming both flags. Returns the previous run's paths (for
+    `remove_previous_run`).
     """
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
@@ -196,7 +197,7 @@ def check_output_dir(
         ) from error
     if lock:  # before looking: a run started at the same moment then finds this one's lock, not an empty folder
         lock_output_dir(path)
-    previous = sorted({found for pattern in run_files for found in path.glob(pattern)})
+    previous = find_run_files(path, run_files)
     if previous and not overwrite and not resuming:
         names = ", ".join(str(p.relative_to(path)) for p in previous[:5]) + (", ..." if len(previous) > 5 else "")
         raise OutputDirError(
@@ -225,6 +226,18 @@ def check_no_checkpoint_lookalikes(output_dir: str | os.PathLike) -> None:
             "Trainer would take it for one and delete it under --save_total_limit: move it out of --output_dir, or "
             "drop --save_total_limit."
         )
+
+
+def find_run_files(output_dir: Path, run_files: Sequence[str]) -> list[Path]:
+    """The paths in `output_dir` whose relative path (with "/") a `run_files` regular expression matches in full: only
+    the exact names a run writes (`checkpoint-12`, `eval_results.json`), never a user's file beside them
+    (`checkpoint-12-backup`, `my_results.json`), which `--overwrite_output_dir` must not delete."""
+    patterns = [re.compile(pattern) for pattern in run_files]
+    found, level = [], [output_dir]
+    for _ in range(max((pattern.count("/") + 1 for pattern in run_files), default=0)):  # as deep as a pattern goes
+        level = [child for parent in level if parent.is_dir() for child in parent.iterdir()]
+        found += [p for p in level if any(rule.fullmatch(p.relative_to(output_dir).as_posix()) for rule in patterns)]
+    return sorted(found)
 
 
 def remove_previous_run(paths: Sequence[Path]) -> None:

@@ -401,11 +401,15 @@ def build_free_speech_set(output_dir: str | Path, num_workers: int = 2) -> dict:
     output_dir = Path(output_dir)
     marker = output_dir / "build_info.json"
     identity = {"version": CORPUS_VERSION, "espeak_ng": _espeak_version(), "sentences": len(FREE_SENTENCES)}
-    if marker.exists():
-        info = json.loads(marker.read_text(encoding="utf-8"))
-        if {k: info.get(k) for k in identity} == identity:
-            return {**info, "skipped": True}
+    info = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
+    if {k: info.get(k) for k in identity} == identity:
+        return {**info, "skipped": True}
     split_dir = output_dir / "test"
+    if "sentences" not in info and not _holds_only_free_speech_clips(output_dir):  # (a demo corpus has no "sentences")
+        raise FileExistsError(
+            f"{output_dir} holds files that no free-speech build wrote: give an empty or new folder for the free-speech "
+            "set (nothing there is deleted)."
+        )
     if split_dir.exists():
         shutil.rmtree(split_dir)
     split_dir.mkdir(parents=True)
@@ -426,6 +430,19 @@ def build_free_speech_set(output_dir: str | Path, num_workers: int = 2) -> dict:
     )
     marker.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return {**info, "skipped": False}
+
+
+def _holds_only_free_speech_clips(output_dir: Path) -> bool:
+    """Whether `output_dir` is missing, empty, or holds just what an interrupted free-speech build leaves: `test/`
+    with its clips (`free_*.wav`) and metadata.csv."""
+    if not output_dir.exists():
+        return True
+    if {path.name for path in output_dir.iterdir()} - {"test"}:
+        return False
+    clips = (output_dir / "test").iterdir() if (output_dir / "test").is_dir() else ()
+    return all(
+        path.name == "metadata.csv" or (path.name.startswith("free_") and path.suffix == ".wav") for path in clips
+    )
 
 
 def _espeak_version() -> str:

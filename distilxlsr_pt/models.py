@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -30,6 +31,7 @@ from transformers import (
 )
 
 import modeling_distilxlsr  # noqa: F401  (registers DistilXLSR with the Auto classes)
+from configuration_distilxlsr import check_architecture
 
 from .audio import SAMPLING_RATE
 
@@ -110,10 +112,23 @@ def load_config(
     trust_remote_code: bool = False,
     cache_dir: str | None = None,
 ) -> PreTrainedConfig:
-    """The model's config, read before anything heavy is loaded: a folder with its own code (without
-    `trust_remote_code`) or an uncached Hub id while offline fails here, in one sentence naming `flag`."""
-    with explain_loading_errors(model_name_or_path, flag):
-        return AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+    """
+    The model's config, read and checked before any weight or data is loaded. Each of these fails here in one sentence
+    naming `flag` (`LoadingError`): a folder with its own code (without `trust_remote_code`), an uncached Hub id while
+    offline, and a config that cannot build a model (`check_architecture`: zero attention heads, a negative size,
+    mismatched conv lists, an absurd depth), which would otherwise end in a traceback or minutes of allocation.
+    """
+    try:
+        with explain_loading_errors(model_name_or_path, flag):
+            config = AutoConfig.from_pretrained(
+                model_name_or_path, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+            )
+        check_architecture(config)
+    except (ValueError, StrictDataclassError) as error:
+        # transformers' own checks raise huggingface_hub's wrapper of the ValueError that says what is wrong
+        reason = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
+        raise LoadingError(f"{flag} {model_name_or_path}, config.json: {reason}") from error
+    return config
 
 
 def load_feature_extractor(

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,7 +112,6 @@ def train_ctc(args: argparse.Namespace, work_dir: Path) -> dict:
         initial, init_args = random_init(args.size, args.seed, work_dir / "random-init"), []
     command = [
             sys.executable, str(REPO_ROOT / "finetune_ctc.py"), "--model_name_or_path", str(initial), "--data_dir", args.data_dir, "--output_dir", str(work_dir / "ctc"),
-            "--overwrite_output_dir",  # the work folder is this script's own: an interrupted run's is replaced
             "--max_steps", str(args.max_steps), "--eval_strategy", "steps", "--eval_steps", str(args.eval_steps),
             "--logging_steps", "50", "--save_strategy", "steps", "--save_steps", str(args.eval_steps),
             "--save_total_limit", "1", "--report_to", "none", "--seed", str(args.seed),
@@ -198,15 +198,17 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     command = "python stand_ins/train_teacher.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     started = time.time()
-    work_dir = Path(args.output_dir) / "training"  # the random init and the CTC run's checkpoints, removed at the end
-    results = train_ctc(args, work_dir)
-    results["minutes"] = (time.time() - started) / 60
-    if args.init_from:
-        results["init_from"] = args.init_from
-        if (Path(args.init_from) / "teacher_results.json").exists():
-            results["init_from_commands"] = remake_commands(read_results(args.init_from, "teacher"))
-    save_teacher(work_dir / "ctc", Path(args.output_dir), results, command)
-    shutil.rmtree(work_dir)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    # The random init and the CTC run's checkpoints go to a folder of this run's own, removed at the end: never a
+    # folder of the user's that happens to have the same name.
+    with tempfile.TemporaryDirectory(prefix=".train_teacher-", dir=args.output_dir) as work_dir:
+        results = train_ctc(args, Path(work_dir))
+        results["minutes"] = (time.time() - started) / 60
+        if args.init_from:
+            results["init_from"] = args.init_from
+            if (Path(args.init_from) / "teacher_results.json").exists():
+                results["init_from_commands"] = remake_commands(read_results(args.init_from, "teacher"))
+        save_teacher(Path(work_dir) / "ctc", Path(args.output_dir), results, command)
     print(f"Saved the supervised stand-in teacher to {args.output_dir}: test CER {results.get('test_cer', '?')}")
     return results
 

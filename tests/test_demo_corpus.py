@@ -142,3 +142,15 @@ def test_free_speech_set_has_new_sentences_and_voices(corpus, tmp_path):
     assert not set(FREE_SENTENCES) & corpus_sentences
     dataset = load_dataset("audiofolder", data_dir=str(tmp_path / "free"), cache_dir=str(tmp_path / "cache"))
     assert list(dataset) == ["test"] and dataset["test"].num_rows == len(FREE_SENTENCES)
+
+
+@pytest.mark.parametrize("users_file", ["test/mine.wav", "notes.txt"])
+def test_free_speech_set_refuses_a_folder_holding_files_it_did_not_write(tmp_path, users_file):
+    from distilxlsr_pt.demo_corpus import build_free_speech_set
+
+    path = tmp_path / "free" / users_file
+    path.parent.mkdir(parents=True)
+    path.write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files that no free-speech build wrote"):
+        build_free_speech_set(tmp_path / "free")
+    assert path.read_text() == "mine"

@@ -23,9 +23,9 @@ from distilxlsr_pt.cards import write_card
 from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.decoding import greedy_decode
-from distilxlsr_pt.models import default_feature_extractor
+from distilxlsr_pt.models import LoadingError, default_feature_extractor
 from distilxlsr_pt.stand_ins import stand_in_teacher_config
-from distilxlsr_pt.text import build_vocabulary, normalize_text
+from distilxlsr_pt.text import DEFAULT_CHARS_TO_IGNORE, build_vocabulary, normalize_text
 from finetune_ctc import main
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel, min_samples_for_frames
 
@@ -145,6 +145,31 @@ def common_args(output_dir: Path, cache_dir: Path) -> list[str]:
 )
 def test_normalize_text(text, expected):
     assert normalize_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("bom\u200bdia", "bom dia"),  # a zero-width space separates words
+        ("compu\u00adtador", "computador"),  # a soft hyphen joins
+        ("\ufeffOlá", "olá"),  # a byte-order mark
+        ("sim\u200f não\u200e", "sim não"),  # direction marks
+        ("Legal 👍🏻! Te amo ❤️", "legal te amo"),  # emoji, their skin-tone modifiers and variation selectors
+        ("família 👨\u200d👩\u200d👧 feliz", "família feliz"),  # an emoji sequence joined by zero-width joiners
+        ("1️⃣ vez, 25°C, R$ 10 + 2", "1 vez 25 c r 10 2"),  # keycap, degree, currency and maths signs
+        ("a\u200d\u0301gua", "água"),  # a joiner removed between a letter and its accent: NFC still composes
+    ],
+)
+def test_normalize_text_removes_invisible_characters_and_symbols(text, expected):
+    assert normalize_text(text) == expected
+
+
+def test_only_letters_digits_and_kept_punctuation_reach_the_vocabulary():
+    texts = ["Olá 👍 mundo ❤️!", "R$ 5 + 2 = 7 °C ™ ©", "bom\u200bdia\ufeff \u200f\x07\ue000"]
+    for chars_to_ignore, categories in ((DEFAULT_CHARS_TO_IGNORE, {"L", "N"}), ([], {"L", "N", "P"})):
+        vocab = build_vocabulary(normalize_text(text, chars_to_ignore) for text in texts)
+        characters = set(vocab) - {"[PAD]", "[UNK]", "|"}
+        assert {unicodedata.category(char)[0] for char in characters} <= categories, characters
 
 
 def test_normalize_text_gives_nfc_for_nfd_input():
@@ -397,6 +422,31 @@ def test_a_missing_or_empty_data_dir_fails_before_any_data_is_read(tmp_path, mon
     write_split(tmp_path / "corpus" / "train", [])  # a header alone: datasets fails with an IndexError
     with pytest.raises(ValueError, match="train/metadata.csv lists no clip"):
         main([*args, "--data_dir", str(tmp_path / "corpus")])
+
+
+@pytest.mark.parametrize(
+    "model, fields, message",
+    [
+        ("student", {"num_attention_heads": 0}, "num_attention_heads is 0: it must be a positive integer"),
+        ("student", {"num_conv_pos_embedding_groups": 3}, "num_conv_pos_embedding_groups is 3: it must divide"),
+        ("student", {"num_hidden_layers": 100000}, "num_hidden_layers is 100000: at most 64 layers"),
+        ("wav2vec2", {"hidden_size": -768}, "hidden_size is -768: it must be a positive integer"),
+        ("wav2vec2", {"conv_stride": [5, 2]}, "Configuration for convolutional layers is incorrect"),
+    ],
+)
+def test_a_bad_model_config_fails_before_any_data_is_read(tmp_path, monkeypatch, model, fields, message):
+    monkeypatch.setattr(DatasetSplit, "load", lambda *a, **k: pytest.fail("data was loaded"))
+    model_dir = tmp_path / "model"
+    if model == "student":
+        tiny_student(model_dir)
+    else:  # a plain transformers CTC model: its config is checked the same way
+        stand_in_teacher_config("tiny", vocab_size=8).save_pretrained(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, **fields}))
+    write_split(tmp_path / "corpus" / "train", [("a.wav", "oi")])
+    args = ["--model_name_or_path", str(model_dir), "--data_dir", str(tmp_path / "corpus")]
+    with pytest.raises(LoadingError, match=f"--model_name_or_path {model_dir}, config.json: {message}"):
+        main([*args, *common_args(tmp_path / "out", tmp_path / "cache")])
 
 
 def test_help_lists_the_flags(capsys):

@@ -1,13 +1,18 @@
 """DistilXLSRConfig / DistilXLSRModel / DistilXLSRForCTC: teacher init, outputs, export and remote-code loading."""
 
+import copy
+import inspect
 import json
 import textwrap
+import typing
 
 import pytest
 import torch
 from conftest import last_json, run_fresh_python
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForCTC,
     HubertConfig,
     HubertModel,
@@ -15,8 +20,10 @@ from transformers import (
     Wav2Vec2ForPreTraining,
     Wav2Vec2Model,
 )
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 
-from configuration_distilxlsr import DistilXLSRConfig
+from configuration_distilxlsr import MAX_HIDDEN_LAYERS, DistilXLSRConfig, check_architecture
 from distilxlsr_pt.stand_ins import stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRFeatureEncoder, DistilXLSRForCTC, DistilXLSRModel
 
@@ -70,6 +77,55 @@ def test_config_round_trips_through_json(tmp_path, tiny_teacher_config):
     assert loaded.teacher_layers == [3, 9] and loaded.vocab_size == 40 and loaded.hidden_size == config.hidden_size
 
 
+# Each bad field on a tiny student config, and the start of the error naming it. Unchecked, each one failed while the
+# model was built: ZeroDivisionError, "negative dimension", "in_channels must be divisible by groups", or (100000
+# layers) minutes and gigabytes of allocation.
+BAD_FIELDS = [
+    ({"num_attention_heads": 0}, "num_attention_heads is 0: it must be a positive integer"),
+    ({"num_attention_heads": 5}, r"num_attention_heads is 5: it must divide hidden_size \(32\)"),
+    ({"hidden_size": -768}, "hidden_size is -768: it must be a positive integer"),
+    ({"intermediate_size": -64}, "intermediate_size is -64"),
+    ({"num_conv_pos_embedding_groups": 3}, r"num_conv_pos_embedding_groups is 3: it must divide hidden_size \(32\)"),
+    ({"num_hidden_layers": 100000}, f"num_hidden_layers is 100000: at most {MAX_HIDDEN_LAYERS} layers"),
+    ({"conv_kernel": [10, 3, 3]}, "conv_dim, conv_kernel and conv_stride need one entry per conv layer each"),
+    ({"conv_stride": [5, 2, 2, 2, 2, 2, 0]}, "conv_stride is .*: every entry must be a positive integer"),
+    ({"layerdrop": 1.5}, r"layerdrop is 1.5: it must be in \[0, 1\]"),
+]
+
+
+def tiny_student_fields(teacher_config) -> dict:
+    return DistilXLSRConfig.from_teacher_config(teacher_config, teacher_layers=(4, 12)).to_dict()
+
+
+@pytest.mark.parametrize("bad, message", BAD_FIELDS)
+def test_a_bad_config_field_is_a_value_error_naming_it(tiny_teacher_config, bad, message):
+    with pytest.raises(ValueError, match=message):
+        DistilXLSRConfig.from_dict({**tiny_student_fields(tiny_teacher_config), **bad})
+    # transformers' own configs get the same check, for the scripts' teachers and plain CTC models
+    for name, value in bad.items():
+        setattr(tiny_teacher_config, name, value)
+    with pytest.raises(ValueError, match=message):
+        check_architecture(tiny_teacher_config)
+
+
+@pytest.mark.parametrize("bad, message", BAD_FIELDS)
+def test_a_saved_model_with_a_bad_config_field_fails_to_load_naming_it(tmp_path, tiny_teacher_config, bad, message):
+    tiny_student(tiny_teacher_config).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **bad}))
+    with pytest.raises(ValueError, match=message):
+        AutoModel.from_pretrained(tmp_path)
+
+
+def test_a_config_edited_after_construction_is_checked_before_the_model_is_built(tiny_teacher_config):
+    config = DistilXLSRConfig.from_dict(tiny_student_fields(tiny_teacher_config))
+    config.num_hidden_layers = 100000
+    with pytest.raises(ValueError, match="num_hidden_layers is 100000"):
+        DistilXLSRModel(config)
+    with pytest.raises(StrictDataclassClassValidationError, match="num_hidden_layers is 100000"):
+        config.validate()  # transformers' validation, which save_pretrained runs
+
+
 def test_layer_predictions_have_the_teacher_width(tiny_teacher_config, audio):
     student = tiny_student(tiny_teacher_config)
     out = student(audio[2], attention_mask=audio[3])
@@ -89,6 +145,37 @@ def test_sdpa_is_the_default_attention_and_matches_eager(tiny_teacher_config, au
     student.set_attn_implementation("eager")
     eager = student(audio[2], attention_mask=audio[3]).last_hidden_state
     torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=1e-5)
+
+
+def can_output_attentions(model_class) -> bool:
+    """transformers' own model tests' check (`_test_eager_matches_sdpa_inference`): a forward without an
+    `output_attentions` argument whose `**kwargs` annotation does not declare it at run time counts as unable to output
+    attentions, and the eager-vs-SDPA comparison with `output_attentions=True` is skipped."""
+    parameters = inspect.signature(model_class.forward).parameters
+    if "output_attentions" in parameters:
+        return True
+    try:
+        return "output_attentions" in parameters["kwargs"].annotation.__args__[0].__annotations__
+    except (AttributeError, KeyError):
+        return False
+
+
+@pytest.mark.parametrize("model_class", [DistilXLSRModel, DistilXLSRForCTC])
+def test_forward_declares_transformers_kwargs_and_eager_attentions_match_sdpa(tiny_teacher_config, audio, model_class):
+    assert typing.get_type_hints(model_class.forward)["kwargs"] == Unpack[TransformersKwargs]
+    assert can_output_attentions(model_class)
+    # What transformers' test then runs: eager (with its attention maps) and SDPA agree on a padded batch.
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, teacher_layers=(4, 12), vocab_size=9)
+    torch.manual_seed(0)
+    sdpa = model_class(config).eval()
+    eager = copy.deepcopy(sdpa)
+    eager.set_attn_implementation("eager")
+    inputs = dict(attention_mask=audio[3], output_attentions=True, output_hidden_states=True)
+    want, got = eager(audio[2], **inputs), sdpa(audio[2], **inputs)
+    assert len(want.attentions) == config.num_hidden_layers
+    assert want.attentions[0].shape[:2] == (2, config.num_attention_heads)
+    frames = sdpa._get_feature_vector_attention_mask(want.hidden_states[-1].shape[1], audio[3]).bool()
+    torch.testing.assert_close(got.hidden_states[-1][frames], want.hidden_states[-1][frames], atol=1e-5, rtol=1e-4)
 
 
 def test_padded_batch_equals_utterances_alone(tiny_teacher_config, audio):

@@ -2,6 +2,7 @@
 
 import copy
 import errno
+import importlib
 import json
 import os
 import shutil
@@ -15,12 +16,13 @@ import pytest
 import torch
 from conftest import last_json, run_fresh_python, start_claimant, tell
 from huggingface_hub import ModelCard
-from transformers import AutoConfig, Wav2Vec2Model
+from transformers import Wav2Vec2Model
 
 import train_distill
 from distilxlsr_pt.checks import RUN_LOCK_PATTERN
 from distilxlsr_pt.demo_corpus import build_corpus
 from distilxlsr_pt.distillation import Teacher, distillation_forward, distillation_loss, list_checkpoints
+from distilxlsr_pt.models import LoadingError
 from distilxlsr_pt.stand_ins import make_stand_in_teacher
 from modeling_distilxlsr import DistilXLSRModel
 from train_distill import main
@@ -180,6 +182,44 @@ def test_bad_teacher_layer_fails_before_loading_data_or_weights(teacher_dir, tmp
         (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
     ],
 )
+def edited_copy(model_dir: Path, destination: Path, **fields) -> Path:
+    """A copy of a saved model whose config.json has `fields` changed."""
+    shutil.copytree(model_dir, destination)
+    config = json.loads((destination / "config.json").read_text())
+    (destination / "config.json").write_text(json.dumps({**config, **fields}))
+    return destination
+
+
+@pytest.mark.parametrize(
+    "which, fields, message",
+    [
+        ("teacher", {"num_attention_heads": 0}, "num_attention_heads is 0: it must be a positive integer"),
+        ("teacher", {"num_conv_pos_embedding_groups": 3}, "num_conv_pos_embedding_groups is 3: it must divide"),
+        ("teacher", {"intermediate_size": -768}, "intermediate_size is -768"),
+        ("teacher", {"num_hidden_layers": 100000}, "num_hidden_layers is 100000: at most 64 layers"),
+        ("teacher", {"conv_kernel": [10, 3]}, "conv_dim"),  # transformers' own check, as a ValueError
+        ("student", {"num_hidden_layers": 100000}, "num_hidden_layers is 100000: at most 64 layers"),
+    ],
+)
+def test_a_bad_model_config_fails_before_loading_data_or_weights(
+    teacher_dir, corpus_dir, tmp_path, monkeypatch, which, fields, message
+):
+    monkeypatch.setattr(train_distill, "load_audio_datasets", lambda *a: pytest.fail("data was loaded"))
+    monkeypatch.setattr(train_distill.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    args = run_args(teacher_dir, corpus_dir, tmp_path / "out")
+    if which == "teacher":
+        args[1] = str(edited_copy(teacher_dir, tmp_path / "teacher", **fields))
+    else:
+        torch.manual_seed(0)
+        DistilXLSRModel.from_teacher(Wav2Vec2Model.from_pretrained(teacher_dir), num_hidden_layers=2).save_pretrained(
+            tmp_path / "student"
+        )
+        args += ["--student_name_or_path", str(edited_copy(tmp_path / "student", tmp_path / "bad-student", **fields))]
+    flag = "--teacher_name_or_path" if which == "teacher" else "--student_name_or_path"
+    with pytest.raises(LoadingError, match=f"{flag} {tmp_path}.*, config.json: .*{message}"):
+        main(args)
+
+
 def test_impossible_flag_values_are_argparse_errors_naming_the_flag(tmp_path, flags, message, capsys):
     base = ["--data_dir", "d", "--output_dir", str(tmp_path), "--max_duration_in_seconds", "2"]
     assert train_distill.parse_args(base).max_duration_in_seconds == 2  # valid on their own
@@ -197,7 +237,7 @@ def test_every_numeric_flag_has_a_rule():
 @pytest.mark.parametrize("report_to", ["none", "tensorboard"])
 def test_an_unwritable_output_dir_fails_before_anything_is_loaded(teacher_dir, tmp_path, report_to, monkeypatch):
     monkeypatch.setattr(train_distill, "load_audio_datasets", lambda *a: pytest.fail("data was loaded"))
-    monkeypatch.setattr(AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("config loaded"))
+    monkeypatch.setattr(train_distill, "load_config", lambda *a, **k: pytest.fail("config loaded"))
     (tmp_path / "a-file").write_text("not a folder")
     # (The tests run as root, whom permission bits do not stop: a file in the way and /sys stand in for them.)
     for output_dir, message in (
@@ -231,7 +271,7 @@ def test_a_half_written_checkpoint_alone_is_not_a_run(tmp_path):
 
 
 def test_a_folder_in_use_by_another_run_is_refused_naming_that_process(teacher_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_distill.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("config loaded"))
+    monkeypatch.setattr(train_distill, "load_config", lambda *a, **k: pytest.fail("config loaded"))
     output_dir = tmp_path / "out"
     holder = start_claimant(output_dir)
     tell(holder)
@@ -258,6 +298,40 @@ def test_two_runs_claiming_one_new_folder_at_the_same_moment_one_wins(tmp_path):
     for claimant in claimants:
         tell(claimant)
         assert claimant.wait() == 0
+
+
+# What each script's run writes, and a user's files beside it (a backup, notes, a results file of their own).
+RUN_WRITES = {
+    "train_distill": ["model.safetensors", "distill_results.json", "checkpoints/checkpoint-4/"],
+    "finetune_ctc": ["model.safetensors", "all_results.json", "eval_results.json", "checkpoint-4/"],
+}
+USER_FILES = [
+    "notes.txt",
+    "my_results.json",
+    "checkpoint-4-backup/",
+    "checkpoints/checkpoint-2-backup/",
+    "checkpoints/checkpoint-3-copy2/",
+    "old/model.safetensors",
+]
+
+
+@pytest.mark.parametrize("script", sorted(RUN_WRITES))
+def test_overwrite_output_dir_deletes_only_what_a_run_wrote(tmp_path, script):
+    from distilxlsr_pt.checks import check_output_dir, remove_previous_run
+
+    for name in RUN_WRITES[script] + USER_FILES:  # a trailing "/" makes a folder
+        path = tmp_path / name
+        if name.endswith("/"):
+            path.mkdir(parents=True)
+        else:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text("x")
+    run_files = importlib.import_module(script).RUN_FILES
+    previous = check_output_dir(tmp_path, run_files, overwrite=True, resuming=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() + "/" * p.is_dir() for p in previous) == sorted(RUN_WRITES[script])
+    remove_previous_run(previous)
+    assert all((tmp_path / name).exists() for name in USER_FILES)
+    assert not any((tmp_path / name).exists() for name in RUN_WRITES[script])
 
 
 def load_in_fresh_process(model_dir, cwd):

@@ -26,6 +26,8 @@ def corpus_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher(corpus_dir, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("teacher") / "teacher"
+    (output_dir / "training").mkdir(parents=True)  # a user's folder, named as the script's work folder once was
+    (output_dir / "training" / "notes.txt").write_text("mine")
     extra = "--per_device_train_batch_size 4 --logging_steps 1 --bf16 false --use_cpu"
     results = train_teacher.main(
         ["--data_dir", str(corpus_dir), "--output_dir", str(output_dir), "--size", "tiny", "--max_steps", "4",
@@ -43,7 +45,8 @@ def test_teacher_is_saved_as_transformers_ctc_model_in_float16(teacher):
     )
     with safe_open(output_dir / "model.safetensors", "pt") as weights:
         assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.float16}
-    assert not (output_dir / "training").exists()  # the work folder is removed
+    assert not list(output_dir.glob(".train_teacher-*"))  # the work folder is removed
+    assert (output_dir / "training" / "notes.txt").read_text() == "mine"  # and nothing that the script did not write
     saved = json.loads((output_dir / "teacher_results.json").read_text())
     assert saved["teacher_kind"] == "supervised" and saved["test_cer"] == results["test_cer"]
     assert saved["train_samples"] == 16 and "train_teacher.py" in saved["command"]
