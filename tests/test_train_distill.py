@@ -160,28 +160,6 @@ def test_bad_teacher_layer_fails_before_loading_data_or_weights(teacher_dir, tmp
     assert "--teacher_layers: expects comma-separated teacher layers numbered from 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--eval_steps", "0"], "--eval_steps must be > 0, got 0"),
-        (["--logging_steps", "0"], "--logging_steps must be > 0"),
-        (["--checkpointing_steps", "-5"], "--checkpointing_steps must be > 0"),
-        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be > 0"),
-        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be > 0"),
-        (["--max_train_steps", "0"], "--max_train_steps must be > 0"),
-        (["--learning_rate", "nan"], "--learning_rate must be > 0, got nan"),
-        (["--max_grad_norm", "inf"], "--max_grad_norm must be > 0, got inf"),
-        (["--warmup_ratio", "7"], "--warmup_ratio must be in [0, 1]"),
-        (["--adam_beta2", "1"], "--adam_beta2 must be in [0, 1)"),
-        (["--validation_split_percentage", "0"], "--validation_split_percentage must be between 0 and 100"),
-        (["--seed", "-1"], "--seed must be in [0, 2**32)"),
-        (["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be >= 0"),
-        (["--max_duration_in_seconds", "0"], "--max_duration_in_seconds must be > 0"),
-        (["--min_duration_in_seconds", "3"], "--min_duration_in_seconds is above --max_duration_in_seconds"),
-        (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "pass one"),
-        (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
-    ],
-)
 def edited_copy(model_dir: Path, destination: Path, **fields) -> Path:
     """A copy of a saved model whose config.json has `fields` changed."""
     shutil.copytree(model_dir, destination)
@@ -220,6 +198,28 @@ def test_a_bad_model_config_fails_before_loading_data_or_weights(
         main(args)
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--eval_steps", "0"], "--eval_steps must be > 0, got 0"),
+        (["--logging_steps", "0"], "--logging_steps must be > 0"),
+        (["--checkpointing_steps", "-5"], "--checkpointing_steps must be > 0"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be > 0"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be > 0"),
+        (["--max_train_steps", "0"], "--max_train_steps must be > 0"),
+        (["--learning_rate", "nan"], "--learning_rate must be > 0, got nan"),
+        (["--max_grad_norm", "inf"], "--max_grad_norm must be > 0, got inf"),
+        (["--warmup_ratio", "7"], "--warmup_ratio must be in [0, 1]"),
+        (["--adam_beta2", "1"], "--adam_beta2 must be in [0, 1)"),
+        (["--validation_split_percentage", "0"], "--validation_split_percentage must be between 0 and 100"),
+        (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+        (["--dataloader_num_workers", "-1"], "--dataloader_num_workers must be >= 0"),
+        (["--max_duration_in_seconds", "0"], "--max_duration_in_seconds must be > 0"),
+        (["--min_duration_in_seconds", "3"], "--min_duration_in_seconds is above --max_duration_in_seconds"),
+        (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "pass one"),
+        (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
+    ],
+)
 def test_impossible_flag_values_are_argparse_errors_naming_the_flag(tmp_path, flags, message, capsys):
     base = ["--data_dir", "d", "--output_dir", str(tmp_path), "--max_duration_in_seconds", "2"]
     assert train_distill.parse_args(base).max_duration_in_seconds == 2  # valid on their own
