@@ -122,18 +122,26 @@ class OutputDirLock:
             ) from None
         self.created_lock_file = not existed
         self.holder["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.holder_path.write_text(json.dumps(self.holder) + "\n", encoding="utf-8")
+        # Written whole and then renamed, so that a run reading it never sees half a note.
+        partial_path = self.holder_path.with_name(f"{self.holder_path.name}.{os.getpid()}.tmp")
+        partial_path.write_text(json.dumps(self.holder) + "\n", encoding="utf-8")
+        os.replace(partial_path, self.holder_path)
 
-    def describe_holder(self) -> str:
-        """ "pid 123 on host h, started ..., command: ..." from the holder's note, as far as it could be read."""
-        try:
-            holder = json.loads(self.holder_path.read_text(encoding="utf-8"))
-            return (
-                f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}, "
-                f"command: {holder['command']}"
-            )
-        except (OSError, ValueError, KeyError, TypeError):  # the holder has not written its note yet, or it is gone
-            return f"a process that has not said which; see {self.holder_path}"
+    def describe_holder(self, wait_s: float = 2.0) -> str:
+        """ "pid 123 on host h, started ..., command: ..." from the holder's note. The holder writes its note just
+        after it takes the lock, so a run that lost a race by a moment waits up to `wait_s` for the note."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                holder = json.loads(self.holder_path.read_text(encoding="utf-8"))
+                return (
+                    f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}, "
+                    f"command: {holder['command']}"
+                )
+            except (OSError, ValueError, KeyError, TypeError):  # not written yet, or the holder has gone
+                if time.monotonic() > deadline:
+                    return f"a process that has not said which; see {self.holder_path}"
+                time.sleep(0.05)
 
     def release(self) -> None:
         """Remove this run's files (while still holding the lock, so that no other run can find them half gone) and

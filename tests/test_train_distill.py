@@ -300,6 +300,21 @@ def test_two_runs_claiming_one_new_folder_at_the_same_moment_one_wins(tmp_path):
         assert claimant.wait() == 0
 
 
+def test_a_run_that_loses_by_a_moment_waits_for_the_winners_note(tmp_path):
+    import threading
+
+    from distilxlsr_pt.checks import OutputDirLock
+
+    winner, loser = OutputDirLock(tmp_path), OutputDirLock(tmp_path)
+    winner.holder.update(pid=4242, host="h", command="train_distill.py", started="now")
+    write_late = threading.Timer(0.3, lambda: winner.holder_path.write_text(json.dumps(winner.holder)))
+    write_late.start()  # the lock is taken, the note comes a moment later
+    assert loser.describe_holder().startswith("pid 4242 on host h")
+    write_late.join()
+    winner.holder_path.unlink()
+    assert loser.describe_holder(wait_s=0.1).startswith("a process that has not said which")
+
+
 # What each script's run writes, and a user's files beside it (a backup, notes, a results file of their own).
 RUN_WRITES = {
     "train_distill": ["model.safetensors", "distill_results.json", "checkpoints/checkpoint-4/"],
