@@ -28,7 +28,18 @@ TEACHER_ARCHITECTURE_FIELDS = (
 )
 
 # The fields that describe the distillation (the teacher and its layers, the heads' sizes), not the backbone.
-DISTILLATION_FIELDS = ("teacher_layers", "teacher_hidden_size", "teacher_name_or_path", "prediction_head_inter_dim")
+DISTILLATION_FIELDS = (
+    "teacher_layers",
+    "student_layers",
+    "teacher_hidden_size",
+    "teacher_name_or_path",
+    "prediction_head_inter_dim",
+)
+
+# The teacher's fields that a student of another width, depth or front end may set for itself (`from_teacher_config`
+# overrides). The rest of TEACHER_ARCHITECTURE_FIELDS (activation, norms, kernels and strides: the frame rate) stay the
+# teacher's, so that the student's frames align with the teacher's.
+STUDENT_SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "conv_dim")
 
 
 # The deepest encoder a config may ask for. The deepest published wav2vec2 / HuBERT models (XLS-R 1B and 2B, MMS-1B)
@@ -103,6 +114,20 @@ def check_architecture(config: Any) -> None:
             raise ValueError(f"{field} is {value!r}: it must be in [0, 1].")
 
 
+def check_student_layers(config: Any) -> None:
+    """`student_layers`, when set, pairs one student layer (numbered from 1, at most `num_hidden_layers`) with each
+    entry of `teacher_layers`. Raises `ValueError` naming the field."""
+    if config.student_layers is None:
+        return
+    layers = check_teacher_layers(config.student_layers, config.num_hidden_layers, name="student_layers")
+    if len(layers) != len(config.teacher_layers):
+        raise ValueError(
+            f"student_layers {layers}: one student layer per teacher layer is needed (teacher_layers "
+            f"{list(config.teacher_layers)}), {len(config.teacher_layers)} in all."
+        )
+    config.student_layers = layers
+
+
 def check_teacher_layers(
     teacher_layers: Any, teacher_depth: int | None = None, name: str = "teacher_layers"
 ) -> list[int]:
@@ -119,14 +144,12 @@ def check_teacher_layers(
     except (TypeError, ValueError):
         layers = []
     if not layers or min(layers) < 1:
-        raise ValueError(
-            f"{name}: expects comma-separated teacher layers numbered from 1 (e.g. 4,12), got {teacher_layers!r}"
-        )
+        raise ValueError(f"{name}: expects comma-separated layers numbered from 1 (e.g. 4,12), got {teacher_layers!r}")
     too_deep = [layer for layer in layers if teacher_depth is not None and layer > teacher_depth]
     if too_deep:
         raise ValueError(
-            f"{name} {layers}: layer(s) {too_deep} do not exist: the teacher has only {teacher_depth} layers, "
-            f"numbered 1..{teacher_depth} (0 would be the convolutional features)."
+            f"{name} {layers}: layer(s) {too_deep} do not exist: the {'student' if 'student' in name else 'teacher'} "
+            f"has only {teacher_depth} layers, numbered 1..{teacher_depth} (0 would be the convolutional features)."
         )
     return layers
 
@@ -143,6 +166,11 @@ class DistilXLSRConfig(Wav2Vec2Config):
         teacher_layers (`list[int]`, *optional*, defaults to `[4, 12]`):
             Indices into the teacher's `hidden_states` (0 is the input of its first transformer layer, `i` the output
             of layer `i`) that the prediction heads learn to predict, one head per entry.
+        student_layers (`list[int]`, *optional*):
+            Layer-to-layer distillation (FitHuBERT, arXiv 2207.00555): the student layer (numbered from 1) whose output
+            each prediction head reads, one per `teacher_layers` entry. `None` (the default) puts every head on the
+            last layer, as DistilHuBERT does. A head on the last layer reads `last_hidden_state` (after the final
+            LayerNorm of stable-layer-norm encoders); one on an earlier layer reads that layer's output.
         teacher_hidden_size (`int`, *optional*):
             Width of the teacher's hidden states, the output size of each prediction head. Defaults to `hidden_size`.
         teacher_name_or_path (`str`, *optional*, defaults to `"facebook/wav2vec2-large-xlsr-53"`):
@@ -181,6 +209,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
     ctc_loss_reduction: str = "mean"
 
     teacher_layers: list[int] | tuple[int, ...] = (4, 12)
+    student_layers: list[int] | tuple[int, ...] | None = None
     teacher_hidden_size: int | None = None
     teacher_name_or_path: str | None = "facebook/wav2vec2-large-xlsr-53"
     prediction_head_inter_dim: int | None = None
@@ -193,6 +222,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
         # A plain `ValueError` naming the field, as for `teacher_layers` (`validate()`, which `@strict` runs next, wraps
         # its errors in huggingface_hub's `StrictDataclassClassValidationError`).
         check_architecture(self)
+        check_student_layers(self)
         super().__post_init__(**kwargs)
 
     def validate_architecture(self) -> None:
@@ -200,6 +230,7 @@ class DistilXLSRConfig(Wav2Vec2Config):
         and `check_architecture`, so that a config edited after construction is checked too."""
         super().validate_architecture()
         check_architecture(self)
+        check_student_layers(self)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DistilXLSRConfig:
@@ -226,22 +257,34 @@ class DistilXLSRConfig(Wav2Vec2Config):
         teacher_layers: list[int] | tuple[int, ...] = (4, 12),
         **overrides: Any,
     ) -> DistilXLSRConfig:
-        """Student config that mirrors a wav2vec2 / HuBERT teacher's front end and block shape, with fewer layers.
+        """
+        Student config with a wav2vec2 / HuBERT teacher's design (front end, norms, kernels and strides, so the
+        frames align) and, by default, its width: DistilHuBERT's student, the teacher with `num_hidden_layers` layers.
 
-        Raises `ValueError` when a teacher layer lies beyond the teacher's depth or when the student would be deeper
-        than its teacher (its layers are copied from the teacher's).
+        `overrides` may set any config field, among them the student's own shape (`STUDENT_SHAPE_FIELDS`): a
+        `hidden_size` given without `intermediate_size` or `num_attention_heads` keeps the teacher's feed-forward
+        ratio and head width (XLSR-53: 4x and 64), and `conv_dim` may be one int, that many channels in every conv
+        layer. The prediction heads always map to the teacher's width.
+
+        Raises `ValueError` when a teacher layer lies beyond the teacher's depth, when the conv kernels or strides
+        differ from the teacher's (the frames would not align), or when a student of the teacher's block shape is
+        deeper than the teacher (its layers are copied from the teacher's first ones).
         """
         teacher_depth = teacher_config.num_hidden_layers
         teacher_layers = check_teacher_layers(teacher_layers, teacher_depth)
-        if num_hidden_layers > teacher_depth:
-            raise ValueError(
-                f"num_hidden_layers={num_hidden_layers} exceeds the teacher's {teacher_depth} layers; the student's "
-                "layers are initialised from the teacher's first layers."
-            )
         # HuBERT's front end has no `feat_extract_activation` field in older configs; wav2vec2's default is gelu.
         architecture = {
             name: getattr(teacher_config, name) for name in TEACHER_ARCHITECTURE_FIELDS if hasattr(teacher_config, name)
         }
+        hidden_size = overrides.get("hidden_size", teacher_config.hidden_size)
+        if hidden_size != teacher_config.hidden_size:
+            architecture["intermediate_size"] = (
+                hidden_size * teacher_config.intermediate_size // teacher_config.hidden_size
+            )
+            head_width = teacher_config.hidden_size // teacher_config.num_attention_heads
+            architecture["num_attention_heads"] = max(hidden_size // head_width, 1)
+        if isinstance(overrides.get("conv_dim"), int):
+            overrides["conv_dim"] = [overrides["conv_dim"]] * len(teacher_config.conv_dim)
         kwargs = {
             **architecture,
             "num_hidden_layers": num_hidden_layers,
@@ -250,6 +293,20 @@ class DistilXLSRConfig(Wav2Vec2Config):
             "teacher_name_or_path": getattr(teacher_config, "_name_or_path", None) or None,
             **overrides,
         }
+        for field in ("conv_kernel", "conv_stride"):
+            if list(kwargs[field]) != list(getattr(teacher_config, field)):
+                raise ValueError(
+                    f"{field} is {kwargs[field]}: a student keeps the teacher's conv kernels and strides "
+                    f"({list(getattr(teacher_config, field))}), so that its frames align with the teacher's."
+                )
+        block_shape = ("hidden_size", "intermediate_size", "num_attention_heads")
+        if kwargs["num_hidden_layers"] > teacher_depth and all(
+            kwargs[field] == getattr(teacher_config, field) for field in block_shape
+        ):
+            raise ValueError(
+                f"num_hidden_layers={kwargs['num_hidden_layers']} exceeds the teacher's {teacher_depth} layers; a "
+                "student of the teacher's width has its layers initialised from the teacher's first layers."
+            )
         return cls(**kwargs)
 
 
@@ -257,4 +314,12 @@ class DistilXLSRConfig(Wav2Vec2Config):
 DistilXLSRConfig.register_for_auto_class()
 AutoConfig.register("distilxlsr", DistilXLSRConfig, exist_ok=True)
 
-__all__ = ["DISTILLATION_FIELDS", "MAX_HIDDEN_LAYERS", "DistilXLSRConfig", "check_architecture", "check_teacher_layers"]
+__all__ = [
+    "DISTILLATION_FIELDS",
+    "MAX_HIDDEN_LAYERS",
+    "STUDENT_SHAPE_FIELDS",
+    "DistilXLSRConfig",
+    "check_architecture",
+    "check_student_layers",
+    "check_teacher_layers",
+]

@@ -3,13 +3,17 @@
 Read top to bottom:
 1. `DistilXLSRFeatureEncoder`: wav2vec2's conv front end with the same weights, computed channels-last (faster).
 2. `DistilXLSRPredictionHead`: the small MLP that maps the student's last hidden state to one teacher layer.
-3. `DistilXLSRModel`: wav2vec2's conv front end, feature projection and a shallow transformer encoder (the exact
-   transformers modules, so weights and numerics are wav2vec2's), plus one prediction head per distilled teacher layer.
-   `from_teacher` initialises it from a teacher; `to_wav2vec2` exports it to a plain `Wav2Vec2Model`.
+3. `DistilXLSRModel`: wav2vec2's conv front end, feature projection and a small transformer encoder (the exact
+   transformers modules, so weights and numerics are wav2vec2's), plus one prediction head per distilled teacher layer,
+   on the last student layer (DistilHuBERT) or each on a chosen one (layer-to-layer). The student's width, depth and
+   conv channels are its own; `from_teacher` copies the teacher's weights where the shapes fit; `to_wav2vec2` exports
+   it to a plain `Wav2Vec2Model`.
 4. `DistilXLSRForCTC`: the student with a linear CTC head for speech recognition.
 """
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -41,14 +45,12 @@ from transformers.utils.output_capturing import capture_outputs
 try:  # imported as part of a package: remote code (`trust_remote_code=True`) copies both files side by side
     from .configuration_distilxlsr import (
         DISTILLATION_FIELDS,
-        TEACHER_ARCHITECTURE_FIELDS,
         DistilXLSRConfig,
         check_architecture,
     )
 except ImportError:  # imported as a top-level module from a checkout of this project
     from configuration_distilxlsr import (
         DISTILLATION_FIELDS,
-        TEACHER_ARCHITECTURE_FIELDS,
         DistilXLSRConfig,
         check_architecture,
     )
@@ -177,6 +179,26 @@ class DistilXLSRPredictionHead(nn.Module):
         return self.output(self.activation(self.dense(hidden_states)))
 
 
+@contextmanager
+def recorded_layer_outputs(layers: dict[int, nn.Module]) -> Iterator[dict[int, torch.Tensor]]:
+    """The outputs of the given encoder layers (by number) during the `with` block, through forward hooks, the way
+    transformers' own output capture records `hidden_states`."""
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keep(number: int, output: torch.Tensor | tuple) -> None:
+        outputs[number] = output[0] if isinstance(output, tuple) else output
+
+    handles = [
+        layer.register_forward_hook(lambda _module, _args, output, number=number: keep(number, output))
+        for number, layer in layers.items()
+    ]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class DistilXLSRPreTrainedModel(Wav2Vec2PreTrainedModel):
     """Weight init, conv length arithmetic, SDPA and activation checkpointing support, all inherited from wav2vec2."""
 
@@ -200,7 +222,7 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
     """
     The DistilXLSR student: wav2vec2's conv feature encoder (run channels-last, [`DistilXLSRFeatureEncoder`]) and
     feature projection, a `num_hidden_layers`-deep wav2vec2 transformer encoder, and one [`DistilXLSRPredictionHead`]
-    per entry of `config.teacher_layers`.
+    per entry of `config.teacher_layers`, reading the last layer or, with `config.student_layers`, its own layer.
 
     Submodule names match transformers' `Wav2Vec2Model`, so the backbone's state dict is a `Wav2Vec2Model`'s
     ([`~DistilXLSRModel.to_wav2vec2`]). Inside a padded batch with `attention_mask`, an utterance's outputs equal its
@@ -222,6 +244,11 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
         self.prediction_heads = None
         if add_prediction_heads:
             self.prediction_heads = nn.ModuleList(DistilXLSRPredictionHead(config) for _ in config.teacher_layers)
+            if config.student_layers is not None and config.layerdrop > 0:
+                raise ValueError(
+                    f"layerdrop is {config.layerdrop}: with student_layers, every layer a prediction head reads must "
+                    "run (set layerdrop to 0 for distillation)."
+                )
         self.post_init()
 
     @classmethod
@@ -287,14 +314,25 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
         hidden_states = self._mask_hidden_states(
             hidden_states, mask_time_indices=mask_time_indices, attention_mask=attention_mask
         )
-        hidden_states = self.encoder(hidden_states, attention_mask=attention_mask, **kwargs).last_hidden_state
+        predict = return_layer_predictions and self.prediction_heads is not None
+        with recorded_layer_outputs(self.read_layers() if predict else {}) as layer_outputs:
+            hidden_states = self.encoder(hidden_states, attention_mask=attention_mask, **kwargs).last_hidden_state
 
         layer_predictions = None
-        if return_layer_predictions and self.prediction_heads is not None:
-            layer_predictions = tuple(head(hidden_states) for head in self.prediction_heads)
+        if predict:
+            layer_outputs[self.config.num_hidden_layers] = hidden_states  # the last layer: after any final LayerNorm
+            head_inputs = self.config.student_layers or [self.config.num_hidden_layers] * len(self.prediction_heads)
+            layer_predictions = tuple(
+                head(layer_outputs[layer]) for head, layer in zip(self.prediction_heads, head_inputs)
+            )
         return DistilXLSROutput(
             last_hidden_state=hidden_states, layer_predictions=layer_predictions, extract_features=extract_features
         )
+
+    def read_layers(self) -> dict[int, nn.Module]:
+        """The encoder layers, by number, whose outputs prediction heads read before the last (layer-to-layer)."""
+        layers = set(self.config.student_layers or []) - {self.config.num_hidden_layers}
+        return {number: self.encoder.layers[number - 1] for number in sorted(layers)}
 
     def _no_frames_output(self, input_values: torch.Tensor, return_layer_predictions: bool) -> DistilXLSROutput:
         """The output for inputs shorter than the receptive field: zero frames (so a pipeline's text is empty), and a
@@ -320,44 +358,54 @@ class DistilXLSRModel(DistilXLSRPreTrainedModel):
     ) -> "DistilXLSRModel":
         """
         A student initialised from a transformers `Wav2Vec2Model` / `HubertModel` teacher (or a `*ForPreTraining` /
-        `*ForCTC` wrapping one), as s3prl's `init_teacher_conv_layers` and `init_teacher_encoder_layers` do: the conv
-        feature encoder, the feature projection, the positional conv embedding, the encoder LayerNorm and the first
-        `num_hidden_layers` transformer layers are copied. Right after, the student's `hidden_states[0..N]` equal the
-        teacher's on the same input. The prediction heads start random.
+        `*ForCTC` wrapping one), as s3prl's `init_teacher_conv_layers` and `init_teacher_encoder_layers` do, wherever
+        the shapes fit ([`teacher_parts_that_fit`]): the conv feature encoder, the feature projection, the positional
+        conv embedding, the encoder LayerNorm and the first `num_hidden_layers` transformer layers. A student of the
+        teacher's shape (the default) gets them all, and right after, its `hidden_states[0..N]` equal the teacher's on
+        the same input. A part of another shape (a narrower or thinner student) starts from random weights, as
+        FitHuBERT's students do, and the log says which. The prediction heads start random.
 
         Without `config`, one is built by `DistilXLSRConfig.from_teacher_config(teacher.config, **config_overrides)`.
-        Raises `ValueError` naming the config field whose shape differs from the teacher's.
+        Raises `ValueError` when the student's frames would not align with the teacher's (other conv kernels or
+        strides), or when its heads' width is not the teacher's.
         """
         teacher = teacher.base_model  # unwraps *ForPreTraining / *ForCTC
         if config is None:
             config = DistilXLSRConfig.from_teacher_config(teacher.config, **config_overrides)
-        for field in TEACHER_ARCHITECTURE_FIELDS:
-            student_value, teacher_value = getattr(config, field), getattr(teacher.config, field, None)
-            if teacher_value is not None and _as_list(student_value) != _as_list(teacher_value):
+        for field in ("conv_kernel", "conv_stride"):
+            if _as_list(getattr(config, field)) != _as_list(getattr(teacher.config, field)):
                 raise ValueError(
-                    f"Cannot initialise the student from the teacher: `{field}` is {student_value} in the student "
-                    f"config but {teacher_value} in the teacher's."
+                    f"Cannot distil this student from the teacher: `{field}` is {getattr(config, field)} in the student "
+                    f"config but {getattr(teacher.config, field)} in the teacher's, so their frames would not align."
                 )
-        if config.num_hidden_layers > len(teacher.encoder.layers):
-            raise ValueError(
-                f"Cannot initialise the student from the teacher: `num_hidden_layers` is {config.num_hidden_layers} "
-                f"but the teacher has only {len(teacher.encoder.layers)} layers."
-            )
         if config.teacher_hidden_size != teacher.config.hidden_size:
             raise ValueError(
                 f"`teacher_hidden_size` is {config.teacher_hidden_size} but the teacher's `hidden_size` is "
                 f"{teacher.config.hidden_size}."
             )
+        parts = teacher_parts_that_fit(config, teacher.config)
+        if "encoder.layers" in parts and config.num_hidden_layers > len(teacher.encoder.layers):
+            raise ValueError(
+                f"Cannot initialise the student from the teacher: `num_hidden_layers` is {config.num_hidden_layers} "
+                f"but the teacher has only {len(teacher.encoder.layers)} layers."
+            )
 
         student = cls(config).to(device=teacher.device, dtype=teacher.dtype)
-        student.feature_extractor.load_state_dict(teacher.feature_extractor.state_dict())
-        student.feature_projection.load_state_dict(teacher.feature_projection.state_dict())
-        student.encoder.pos_conv_embed.load_state_dict(teacher.encoder.pos_conv_embed.state_dict())
-        student.encoder.layer_norm.load_state_dict(teacher.encoder.layer_norm.state_dict())
-        for student_layer, teacher_layer in zip(student.encoder.layers, teacher.encoder.layers):
-            student_layer.load_state_dict(teacher_layer.state_dict())
+        for part in parts:
+            if part == "encoder.layers":
+                for student_layer, teacher_layer in zip(student.encoder.layers, teacher.encoder.layers):
+                    student_layer.load_state_dict(teacher_layer.state_dict())
+            else:
+                student.get_submodule(part).load_state_dict(teacher.get_submodule(part).state_dict())
         if student.masked_spec_embed is not None and getattr(teacher, "masked_spec_embed", None) is not None:
-            student.masked_spec_embed.data.copy_(teacher.masked_spec_embed.data)
+            if student.masked_spec_embed.shape == teacher.masked_spec_embed.shape:
+                student.masked_spec_embed.data.copy_(teacher.masked_spec_embed.data)
+        random_parts = [part for part in TEACHER_PARTS if part not in parts]
+        if random_parts:
+            logger.warning(
+                "The student's shape differs from the teacher's: copied from the teacher: %s; random weights (learnt "
+                "in distillation): %s.", ", ".join(parts) or "nothing", ", ".join(random_parts),
+            )  # fmt: skip
         return student
 
     def to_wav2vec2(self) -> Wav2Vec2Model:
@@ -442,6 +490,30 @@ class DistilXLSRForCTC(DistilXLSRPreTrainedModel):
         return model.eval() if not wav2vec2.training else model
 
 
+# The teacher's parts a student can start from, and the config fields that must be equal for each to fit.
+_CONV_FIELDS = ("conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "feat_extract_activation")
+TEACHER_PARTS = {
+    "feature_extractor": _CONV_FIELDS,
+    "feature_projection": (*_CONV_FIELDS, "hidden_size", "feat_proj_layer_norm"),
+    "encoder.pos_conv_embed": ("hidden_size", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups"),
+    "encoder.layer_norm": ("hidden_size", "do_stable_layer_norm"),
+    "encoder.layers": ("hidden_size", "intermediate_size", "num_attention_heads", "hidden_act", "do_stable_layer_norm"),
+}
+
+
+def teacher_parts_that_fit(config: Wav2Vec2Config, teacher_config: Wav2Vec2Config) -> list[str]:
+    """The `TEACHER_PARTS` whose weights a student of `config` can copy from a teacher of `teacher_config`: those
+    whose fields are equal in both (a field the teacher's config lacks, such as an old HuBERT's activation, counts
+    as equal)."""
+    missing = object()
+
+    def equal(field: str) -> bool:
+        teacher_value = getattr(teacher_config, field, missing)
+        return teacher_value is missing or _as_list(getattr(config, field)) == _as_list(teacher_value)
+
+    return [part for part, fields in TEACHER_PARTS.items() if all(equal(field) for field in fields)]
+
+
 def min_samples_for_frames(config: Wav2Vec2Config, frames: int = 1) -> int:
     """Fewest input samples for which the conv feature encoder of `config` emits `frames` frames.
 
@@ -487,4 +559,5 @@ __all__ = [
     "DistilXLSRModel",
     "DistilXLSROutput",
     "DistilXLSRPreTrainedModel",
+    "teacher_parts_that_fit",
 ]

@@ -13,11 +13,13 @@ The pieces (teacher, loss, data, checkpoints) are in `distilxlsr_pt/distillation
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -27,7 +29,7 @@ from huggingface_hub import ModelCardData
 from tqdm.auto import tqdm
 from transformers import AutoModel, get_scheduler
 
-from configuration_distilxlsr import check_teacher_layers
+from configuration_distilxlsr import STUDENT_SHAPE_FIELDS, DistilXLSRConfig, check_teacher_layers
 from distilxlsr_pt.audio import SAMPLING_RATE
 from distilxlsr_pt.cards import STAND_IN_TEACHER_NOTES, is_synthetic, stand_in_kind, write_card
 from distilxlsr_pt.checks import (
@@ -73,7 +75,7 @@ from distilxlsr_pt.models import (
     save_model_folder,
 )
 from distilxlsr_pt.results import write_results
-from modeling_distilxlsr import DistilXLSRModel, min_samples_for_frames
+from modeling_distilxlsr import TEACHER_PARTS, DistilXLSRModel, min_samples_for_frames, teacher_parts_that_fit
 
 logger = logging.getLogger("train_distill")
 
@@ -106,7 +108,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--student_num_hidden_layers",
         type=int,
         default=2,
-        help="Transformer layers of the student, copied from the teacher's first ones (default: %(default)s).",
+        help="Transformer layers of the student, copied from the teacher's first ones where the width is the "
+        "teacher's (default: %(default)s).",
+    )
+    model.add_argument(
+        "--student_hidden_size",
+        type=int,
+        default=None,
+        help="The student's width (default: the teacher's). Another width keeps the teacher's feed-forward ratio and "
+        "head width unless the next two flags say otherwise; its layers then start from random weights.",
+    )
+    model.add_argument("--student_intermediate_size", type=int, default=None, help="The student's feed-forward size.")
+    model.add_argument("--student_num_attention_heads", type=int, default=None, help="The student's attention heads.")
+    model.add_argument(
+        "--student_conv_dim",
+        default=None,
+        help="Channels of the student's conv front end: one number for every conv layer (e.g. 128) or one per layer, "
+        "comma-separated (default: the teacher's; a narrower one is trained, not copied). Kernels and strides stay "
+        "the teacher's, so the frames align.",
+    )
+    model.add_argument(
+        "--student_layers",
+        default=None,
+        help="Layer-to-layer distillation: comma-separated student layers (1-based), one per --teacher_layers entry, "
+        "each predicting its paired teacher layer (e.g. --student_layers 2,4,6 --teacher_layers 4,8,12). Default: "
+        "every head on the last student layer (DistilHuBERT).",
+    )
+    model.add_argument(
+        "--student_config",
+        default=None,
+        help="A JSON file of DistilXLSRConfig fields for a new student (e.g. hidden_size, num_hidden_layers, "
+        "conv_dim, student_layers); the --student_* flags override it.",
     )
     model.add_argument(
         "--student_name_or_path",
@@ -225,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 # What each numeric flag must be (and finite); checked when parsed, so that a typo costs no run.
 NUMERIC_FLAGS = {
     "student_num_hidden_layers": POSITIVE,
+    "student_hidden_size": POSITIVE,
+    "student_intermediate_size": POSITIVE,
+    "student_num_attention_heads": POSITIVE,
     "validation_split_percentage": (lambda v: 0 < v < 100, "between 0 and 100 (exclusive)"),
     "max_eval_samples": POSITIVE,
     "max_duration_in_seconds": POSITIVE,
@@ -262,11 +297,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.student_name_or_path is None:  # a new student: the recipe's teacher and layers unless told otherwise
         args.teacher_name_or_path = DEFAULT_TEACHER if args.teacher_name_or_path is None else args.teacher_name_or_path
         args.teacher_layers = DEFAULT_TEACHER_LAYERS if args.teacher_layers is None else args.teacher_layers
-    if args.teacher_layers is not None:  # with --student_name_or_path, None until the student's config is read
-        try:
-            args.teacher_layers = parse_teacher_layers(args.teacher_layers)
-        except ValueError as error:  # "--teacher_layers: expects ..."
-            parser.error(str(error))
+    shape_flags = [flag for flag in STUDENT_SHAPE_FLAGS if getattr(args, flag.removeprefix("--")) is not None]
+    if args.student_name_or_path is not None and shape_flags:
+        parser.error(f"{shape_flags[0]} shapes a new student: --student_name_or_path continues one of its own shape")
+    try:
+        args.student_overrides = student_overrides(args)
+        if args.teacher_layers is not None:  # with --student_name_or_path, None until the student's config is read
+            args.teacher_layers = teacher_layers_in_pairs(args.teacher_layers, args.student_overrides)
+    except ValueError as error:  # "--teacher_layers: expects ...", "--student_config ...: ..."
+        parser.error(str(error))
     if (args.dataset_name is None) == (args.data_dir is None):
         parser.error("give exactly one of --dataset_name and --data_dir")
     if args.overwrite_output_dir and args.resume_from_checkpoint:
@@ -276,6 +315,75 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.push_to_hub and args.hub_model_id is None:
         args.hub_model_id = Path(args.output_dir).name
     return args
+
+
+STUDENT_SHAPE_FLAGS = (
+    "--student_hidden_size",
+    "--student_intermediate_size",
+    "--student_num_attention_heads",
+    "--student_conv_dim",
+    "--student_layers",
+    "--student_config",
+)
+
+
+def student_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The new student's config fields that differ from the teacher's defaults: `--student_config`'s, then the
+    `--student_*` flags'. `student_layers` comes back in the flag's order (paired with `--teacher_layers`)."""
+    overrides: dict[str, Any] = {}
+    if args.student_config is not None:
+        overrides = read_student_config(args.student_config)
+    if args.student_num_hidden_layers != 2 or "num_hidden_layers" not in overrides:
+        overrides["num_hidden_layers"] = args.student_num_hidden_layers
+    flags = {
+        "hidden_size": args.student_hidden_size,
+        "intermediate_size": args.student_intermediate_size,
+        "num_attention_heads": args.student_num_attention_heads,
+    }
+    overrides |= {field: value for field, value in flags.items() if value is not None}
+    if args.student_conv_dim is not None:
+        try:
+            channels = [int(value) for value in args.student_conv_dim.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--student_conv_dim: expects channel counts such as 128, got {args.student_conv_dim!r}"
+            ) from None
+        overrides["conv_dim"] = channels[0] if len(channels) == 1 else channels
+    if args.student_layers is not None:
+        overrides["student_layers"] = check_teacher_layers(args.student_layers, name="--student_layers")
+    return overrides
+
+
+def read_student_config(path: str) -> dict[str, Any]:
+    """`--student_config`: a JSON object of DistilXLSRConfig fields (read as data: no code runs)."""
+    try:
+        fields = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--student_config {path}: cannot be read as JSON ({error})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(
+            f"--student_config {path}: expects a JSON object of config fields, got {type(fields).__name__}"
+        )
+    unknown = sorted(set(fields) - set(DistilXLSRConfig().to_dict()))
+    if unknown:
+        raise ValueError(f"--student_config {path}: unknown DistilXLSRConfig field(s) {unknown}")
+    return fields
+
+
+def teacher_layers_in_pairs(text: str, overrides: dict[str, Any]) -> list[int]:
+    """`--teacher_layers` sorted; with layer-to-layer `student_layers`, those are put in the same order, pair by pair."""
+    if "student_layers" not in overrides:
+        return parse_teacher_layers(text)
+    teacher_layers = check_teacher_layers(text, name="--teacher_layers")
+    student_layers = overrides["student_layers"]
+    if len(student_layers) != len(teacher_layers) or len(set(teacher_layers)) != len(teacher_layers):
+        raise ValueError(
+            f"--student_layers {student_layers}: one student layer per distinct --teacher_layers entry "
+            f"({teacher_layers}) is needed"
+        )
+    pairs = sorted(zip(teacher_layers, student_layers))
+    overrides["student_layers"] = [student for _, student in pairs]
+    return [teacher for teacher, _ in pairs]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -294,6 +402,8 @@ def check_before_loading(args: argparse.Namespace, output_dir: Path, main_proces
         take_teacher_from_student(args)
     teacher_config = load_config(args.teacher_name_or_path, "--teacher_name_or_path", args.trust_remote_code)
     check_teacher_layers(args.teacher_layers, teacher_config.num_hidden_layers, "--teacher_layers")
+    if args.student_name_or_path is None:  # the new student's config, checked before any weight exists
+        new_student_config(args, teacher_config)
     if args.data_dir is not None:
         check_data_dir(args.data_dir)
     return previous_run
@@ -347,13 +457,25 @@ def report_to(args: argparse.Namespace) -> list[str]:
 
 @dataclass
 class DistillationModels:
-    """The student, the cut teacher, the teacher's size before the cut, and the student's SpecAugment setting (off
-    while distilling, restored before saving)."""
+    """The student, the cut teacher, the teacher's size before the cut, the student's SpecAugment setting (off
+    while distilling, restored before saving), and the teacher's parts a new student started from (None for
+    `--student_name_or_path`)."""
 
     student: DistilXLSRModel
     teacher: Teacher
     teacher_parameters: int
     apply_spec_augment: bool
+    initialised_from_teacher: list[str] | None
+
+
+def new_student_config(args: argparse.Namespace, teacher_config) -> DistilXLSRConfig:
+    """A new student's config: the teacher's design with the flags' shape (`DistilXLSRConfig.from_teacher_config`).
+    Raises `ValueError` naming the flag or field that cannot be."""
+    overrides = dict(args.student_overrides)
+    try:
+        return DistilXLSRConfig.from_teacher_config(teacher_config, teacher_layers=args.teacher_layers, **overrides)
+    except ValueError as error:
+        raise ValueError(f"The student's shape ({', '.join(STUDENT_SHAPE_FLAGS)}): {error}") from None
 
 
 def build_models(args: argparse.Namespace, accelerator: Accelerator) -> DistillationModels:
@@ -361,6 +483,7 @@ def build_models(args: argparse.Namespace, accelerator: Accelerator) -> Distilla
     bf16)."""
     with explain_loading_errors(args.teacher_name_or_path, "--teacher_name_or_path"):
         teacher_model = AutoModel.from_pretrained(args.teacher_name_or_path, trust_remote_code=args.trust_remote_code)
+    initialised_from_teacher = None
     if args.student_name_or_path:
         # A plain backbone folder gets new heads for the user's teacher and layers (with a warning); a DistilXLSR
         # student keeps its own, which must be the ones asked for.
@@ -376,10 +499,9 @@ def build_models(args: argparse.Namespace, accelerator: Accelerator) -> Distilla
         if student.config.teacher_layers != args.teacher_layers:
             raise ValueError(f"The student predicts layers {student.config.teacher_layers}, not {args.teacher_layers}.")
     else:
-        student = DistilXLSRModel.from_teacher(
-            teacher_model, num_hidden_layers=args.student_num_hidden_layers, teacher_layers=args.teacher_layers
-        )
+        student = DistilXLSRModel.from_teacher(teacher_model, new_student_config(args, teacher_model.config))
         student.config.teacher_name_or_path = args.teacher_name_or_path
+        initialised_from_teacher = teacher_parts_that_fit(student.config, teacher_model.config)
     teacher_parameters = sum(p.numel() for p in teacher_model.base_model.parameters())  # before the cut
     teacher = Teacher(teacher_model, args.teacher_layers)
     if args.freeze_feature_encoder:
@@ -388,7 +510,10 @@ def build_models(args: argparse.Namespace, accelerator: Accelerator) -> Distilla
             for a, b in zip(student.feature_extractor.state_dict().values(), teacher.front_end.state_dict().values())
         )
         if not same:
-            raise ValueError("--freeze_feature_encoder shares the teacher's conv front end, but the student's differs.")
+            raise ValueError(
+                "--freeze_feature_encoder shares the teacher's conv front end, but the student's differs (its "
+                "--student_conv_dim, or trained weights): leave the flag out to train the student's own."
+            )
         student.freeze_feature_encoder()
     if args.gradient_checkpointing:
         student.activation_checkpointing_enable()
@@ -398,7 +523,7 @@ def build_models(args: argparse.Namespace, accelerator: Accelerator) -> Distilla
     if student.masked_spec_embed is not None:  # unused without SpecAugment; DDP insists every trained weight is used
         student.masked_spec_embed.requires_grad_(False)
     teacher.to(accelerator.device, dtype=torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32)
-    return DistillationModels(student, teacher, teacher_parameters, apply_spec_augment)
+    return DistillationModels(student, teacher, teacher_parameters, apply_spec_augment, initialised_from_teacher)
 
 
 @dataclass
@@ -689,7 +814,7 @@ def distill(args, accelerator, student, teacher, data, optimizer, scheduler, sta
 # Outputs
 
 
-def run_results(args, accelerator, student: DistilXLSRModel, state: DistillationState, teacher_parameters: int,
+def run_results(args, accelerator, student: DistilXLSRModel, state: DistillationState, models: DistillationModels,
                 seconds: float) -> dict:  # fmt: skip
     """What `distill_results.json` holds: the run's recipe, sizes, counters, evaluations and log."""
     teacher_kind = stand_in_kind(args.teacher_name_or_path)
@@ -701,7 +826,9 @@ def run_results(args, accelerator, student: DistilXLSRModel, state: Distillation
         "data_is_synthetic": is_synthetic(args.data_dir),
         "teacher_layers": args.teacher_layers,
         "student_num_hidden_layers": student.config.num_hidden_layers,
-        "teacher_parameters": teacher_parameters,
+        "student_shape": {field: getattr(student.config, field) for field in (*STUDENT_SHAPE_FIELDS, "student_layers")},
+        "student_initialised_from_teacher": models.initialised_from_teacher,
+        "teacher_parameters": models.teacher_parameters,
         "student_parameters": sum(p.numel() for p in student.parameters()),
         "student_backbone_parameters": sum(
             p.numel() for n, p in student.named_parameters() if not n.startswith("prediction_heads")
@@ -731,7 +858,7 @@ def save_outputs(
     if not all(torch.isfinite(p).all() for p in student.parameters()):
         raise RuntimeError("The student's weights are not finite (NaN or inf): not saved.")
     student.config.apply_spec_augment = models.apply_spec_augment
-    results = run_results(args, accelerator, student, state, models.teacher_parameters, seconds)
+    results = run_results(args, accelerator, student, state, models, seconds)
     if not accelerator.is_main_process:
         return results
 
@@ -755,8 +882,30 @@ def save_outputs(
     return results
 
 
+def student_description(results: dict, teacher_layers: list[int]) -> str:
+    """The card's sentence on what the student is: where its heads read, what it started from."""
+    shape, parts = results["student_shape"], results["student_initialised_from_teacher"]
+    if shape["student_layers"] is None:
+        heads = (
+            f"one prediction head per distilled teacher layer ({', '.join(map(str, teacher_layers))}) on its last layer"
+        )
+        kind = "A DistilHuBERT-style student (arXiv 2110.01900)"
+    else:
+        pairs = ", ".join(f"{s} -> {t}" for s, t in zip(shape["student_layers"], teacher_layers))
+        heads = f"layer-to-layer prediction heads (student layer -> teacher layer: {pairs})"
+        kind = "A layer-to-layer student (FitHuBERT-style, arXiv 2207.00555)"
+    if parts is None:
+        start = "continued from a saved student"
+    elif len(parts) == len(TEACHER_PARTS):
+        start = f"initialised from the teacher's conv front end and first {shape['num_hidden_layers']} layers"
+    else:
+        start = f"initialised from the teacher's {', '.join(parts) or 'nothing'}, the rest from random weights"
+    return f"{kind} with {heads}, {start}."
+
+
 def write_model_card(output_dir: Path, args: argparse.Namespace, results: dict) -> None:
     """The student's card: Hub metadata, what the student is, how it was distilled, how to use it."""
+    shape = results["student_shape"]
     datasets = [args.dataset_name] if args.dataset_name else []
     data = ModelCardData(
         language="pt",
@@ -781,16 +930,15 @@ def write_model_card(output_dir: Path, args: argparse.Namespace, results: dict) 
 
 {" ".join(warnings)}
 
-A DistilHuBERT-style student (arXiv 2110.01900): the teacher's conv front end and its first
-{results["student_num_hidden_layers"]} transformer layers, with one prediction head per distilled teacher layer
-({", ".join(map(str, args.teacher_layers))}), trained to predict those layers with L1 + {args.cosine_weight} x
--log(sigmoid(cosine)).
+{student_description(results, args.teacher_layers)} Trained to predict those teacher layers with L1 +
+{args.cosine_weight} x -log(sigmoid(cosine)).
 
 | | value |
 |---|---|
 | teacher | `{args.teacher_name_or_path}` ({results["teacher_parameters"]:,} parameters) |
 | student | {results["student_parameters"]:,} parameters ({results["student_backbone_parameters"]:,} without prediction heads) |
 | teacher layers | {", ".join(map(str, args.teacher_layers))} |
+| student shape | {shape["num_hidden_layers"]} layers x {shape["hidden_size"]} wide (feed-forward {shape["intermediate_size"]}, {shape["num_attention_heads"]} heads), conv front end {shape["conv_dim"][0] if len(set(shape["conv_dim"])) == 1 else shape["conv_dim"]} channels |
 | data | `{args.dataset_name or args.data_dir}` |
 | steps | {results["steps"]} x {args.per_device_train_batch_size} clips x {results["num_processes"]} processes x {args.gradient_accumulation_steps} accumulation |
 | audio seen | {results["audio_hours_seen"]:.2f} h (crops of at most {args.max_duration_in_seconds} s) |

@@ -4,8 +4,10 @@ fresh-process pipeline, bad input, and an overfitting run that proves labels, bl
 import csv
 import errno
 import json
+import math
 import shutil
 import subprocess
+import textwrap
 import unicodedata
 from pathlib import Path
 
@@ -103,13 +105,14 @@ def make_audiofolder(root: Path, splits: dict[str, list[str]], **synth_kwargs) -
     return root
 
 
-def tiny_student(path: Path) -> Path:
+def tiny_student(path: Path, **shape) -> Path:
     """A tiny DistilXLSR student distilled (initialised) from a random stand-in teacher, saved like train_distill."""
     from transformers import Wav2Vec2Model
 
     torch.manual_seed(0)
     teacher = Wav2Vec2Model(stand_in_teacher_config("tiny")).eval()
-    config = DistilXLSRConfig.from_teacher_config(teacher.config, num_hidden_layers=2, teacher_layers=(4, 12))
+    shape = {"num_hidden_layers": 2, **shape}
+    config = DistilXLSRConfig.from_teacher_config(teacher.config, teacher_layers=(4, 12), **shape)
     DistilXLSRModel.from_teacher(teacher, config).save_pretrained(path)
     # Its card is tagged as train_distill.py tags a student of a stand-in teacher: the one way a stand-in is read.
     write_card(
@@ -693,6 +696,28 @@ def test_teacher_checkpoint_fine_tunes_too(e2e_run, tmp_path):
     assert config["architectures"] == ["Wav2Vec2ForCTC"] and "auto_map" not in config
     assert json.loads((output_dir / "all_results.json").read_text())["train_samples"] == 4
     assert "stand-in" in (output_dir / "README.md").read_text()  # the teacher's card says it is a stand-in
+
+
+def test_a_slim_layer_to_layer_student_fine_tunes_and_reloads(e2e_run, tmp_path):
+    student = tiny_student(tmp_path / "slim", num_hidden_layers=3, hidden_size=16, conv_dim=8, student_layers=[1, 3])
+    output_dir = tmp_path / "out"
+    results = main(
+        ["--model_name_or_path", str(student), "--data_dir", str(e2e_run["data_dir"]), "--max_steps", "2",
+         "--per_device_train_batch_size", "2", "--max_train_samples", "4", *common_args(output_dir, tmp_path / "cache")]
+    )  # fmt: skip
+    assert math.isfinite(results["eval_loss"]) and "eval_wer" in results
+    code = textwrap.dedent(
+        """
+        import json, sys, torch
+        from transformers import AutoModelForCTC
+        model = AutoModelForCTC.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+        c = model.config
+        print(json.dumps({"class": type(model).__name__, "shape": [c.num_hidden_layers, c.hidden_size, c.conv_dim[0]],
+                          "frames": model(torch.randn(1, 16000)).logits.shape[1]}))
+        """
+    )
+    loaded = last_json(run_fresh_python(code, output_dir, cwd=tmp_path))
+    assert loaded == {"class": "DistilXLSRForCTC", "shape": [3, 16, 8], "frames": 49}
 
 
 def test_push_to_hub_uploads_the_model_then_our_card(e2e_run, tmp_path, monkeypatch):

@@ -178,6 +178,31 @@ def test_export_of_a_plain_transformers_group_norm_model(tmp_path):
     assert ONNXModelForCTC.from_pretrained(tmp_path / "onnx").input_names == {"input_values"}
 
 
+def test_a_slim_student_exports_to_onnx_fp32_and_int8_matching_pytorch(tmp_path):
+    """Issue 19's shape (3 layers x 16 wide, 8 conv channels; the tiny teacher is 12 x 32 with 16) as a recogniser."""
+    from distilxlsr_pt.inference import ONNXModelForCTC
+    from export_onnx import main
+
+    torch.manual_seed(0)
+    config = DistilXLSRConfig.from_teacher_config(
+        stand_in_teacher_config("tiny"), num_hidden_layers=3, hidden_size=16, conv_dim=8, vocab_size=len(VOCAB),
+        pad_token_id=0, mask_time_prob=0.0,
+    )  # fmt: skip
+    model = DistilXLSRForCTC(config).eval()
+    model_dir = save_tiny_ctc_model(tmp_path / "slim-ctc", model)
+    differences = main(
+        ["--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "onnx"), "--quantize", "int8"]
+    )
+    assert set(differences) == {"fp32", "int8"} and differences["fp32"] < 1e-4
+    audio = torch.randn(1, 16_000, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        reference = model(audio).logits
+    onnx_logits = torch.as_tensor(ONNXModelForCTC.from_pretrained(tmp_path / "onnx")(audio).logits)
+    torch.testing.assert_close(onnx_logits, reference, atol=1e-4, rtol=1e-3)
+    with torch.inference_mode():  # and as a plain transformers Wav2Vec2ForCTC (channels-first front end: rounding)
+        torch.testing.assert_close(model.to_wav2vec2()(audio).logits, reference, atol=1e-4, rtol=1e-3)
+
+
 def test_bf16_student_is_close_to_fp32():
     """The student cast to bfloat16 (channels-last front end, bf16 GEMMs) stays close to its fp32 logits."""
     model = tiny_student_ctc()

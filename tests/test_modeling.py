@@ -38,6 +38,12 @@ def no_grad():
         yield
 
 
+# A deep-narrow, layer-to-layer student with a narrow front end (issue 19's shapes), beside the default one: the model
+# tests run on both.
+SLIM_SHAPE = dict(num_hidden_layers=3, hidden_size=16, conv_dim=8, student_layers=[1, 3])
+SHAPES = pytest.mark.parametrize("shape", [{}, SLIM_SHAPE], ids=["default", "slim"])
+
+
 def tiny_student(teacher_config, **overrides):
     torch.manual_seed(1)
     config = DistilXLSRConfig.from_teacher_config(teacher_config, teacher_layers=(4, 12), **overrides)
@@ -126,20 +132,22 @@ def test_a_config_edited_after_construction_is_checked_before_the_model_is_built
         config.validate()  # transformers' validation, which save_pretrained runs
 
 
-def test_layer_predictions_have_the_teacher_width(tiny_teacher_config, audio):
-    student = tiny_student(tiny_teacher_config)
+@SHAPES
+def test_layer_predictions_have_the_teacher_width(tiny_teacher_config, audio, shape):
+    student = tiny_student(tiny_teacher_config, **shape)
     out = student(audio[2], attention_mask=audio[3])
     frames = student._get_feat_extract_output_lengths(16000)
     assert len(out.layer_predictions) == 2
     for prediction in out.layer_predictions:
         assert prediction.shape == (2, frames, tiny_teacher_config.hidden_size)
-    assert out.last_hidden_state.shape == (2, frames, tiny_teacher_config.hidden_size)
+    assert out.last_hidden_state.shape == (2, frames, student.config.hidden_size)
     assert out.hidden_states is None
     assert student(audio[2], return_layer_predictions=False).layer_predictions is None
 
 
-def test_sdpa_is_the_default_attention_and_matches_eager(tiny_teacher_config, audio):
-    student = tiny_student(tiny_teacher_config)
+@SHAPES
+def test_sdpa_is_the_default_attention_and_matches_eager(tiny_teacher_config, audio, shape):
+    student = tiny_student(tiny_teacher_config, **shape)
     assert student.config._attn_implementation == "sdpa"
     sdpa = student(audio[2], attention_mask=audio[3]).last_hidden_state
     student.set_attn_implementation("eager")
@@ -160,12 +168,15 @@ def can_output_attentions(model_class) -> bool:
         return False
 
 
+@SHAPES
 @pytest.mark.parametrize("model_class", [DistilXLSRModel, DistilXLSRForCTC])
-def test_forward_declares_transformers_kwargs_and_eager_attentions_match_sdpa(tiny_teacher_config, audio, model_class):
+def test_forward_declares_transformers_kwargs_and_eager_attentions_match_sdpa(
+    tiny_teacher_config, audio, model_class, shape
+):
     assert typing.get_type_hints(model_class.forward)["kwargs"] == Unpack[TransformersKwargs]
     assert can_output_attentions(model_class)
     # What transformers' test then runs: eager (with its attention maps) and SDPA agree on a padded batch.
-    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, teacher_layers=(4, 12), vocab_size=9)
+    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, teacher_layers=(4, 12), vocab_size=9, **shape)
     torch.manual_seed(0)
     sdpa = model_class(config).eval()
     eager = copy.deepcopy(sdpa)
@@ -178,9 +189,10 @@ def test_forward_declares_transformers_kwargs_and_eager_attentions_match_sdpa(ti
     torch.testing.assert_close(got.hidden_states[-1][frames], want.hidden_states[-1][frames], atol=1e-5, rtol=1e-4)
 
 
-def test_padded_batch_equals_utterances_alone(tiny_teacher_config, audio):
+@SHAPES
+def test_padded_batch_equals_utterances_alone(tiny_teacher_config, audio, shape):
     long, short, batch, mask = audio
-    student = tiny_student(tiny_teacher_config)
+    student = tiny_student(tiny_teacher_config, **shape)
     batched = student(batch, attention_mask=mask, output_hidden_states=True)
     for row, utterance in enumerate((long, short)):
         alone = student(utterance[None], output_hidden_states=True)
@@ -226,13 +238,70 @@ def test_from_teacher_works_for_hubert(audio):
         torch.testing.assert_close(got[index], want[index], atol=0, rtol=0)
 
 
-def test_from_teacher_names_the_mismatching_field(tiny_teacher, tiny_teacher_config):
-    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, intermediate_size=48)
-    with pytest.raises(ValueError, match="`intermediate_size` is 48"):
+def test_from_teacher_copies_only_the_parts_that_fit_a_student_of_another_shape(tiny_teacher, tiny_teacher_config):
+    teacher_state = tiny_teacher.state_dict()
+
+    def copied(student) -> set[str]:  # (LayerNorms start at ones and zeros in both: equal without a copy)
+        return {
+            name
+            for name, value in student.state_dict().items()
+            if "layer_norm" not in name
+            and name in teacher_state
+            and value.shape == teacher_state[name].shape
+            and torch.equal(value, teacher_state[name])
+        }
+
+    narrow_front_end = DistilXLSRModel.from_teacher(tiny_teacher, conv_dim=8)
+    assert not any(name.startswith("feature_") for name in copied(narrow_front_end))
+    layer_1 = {f"encoder.layers.1.{name}" for name, _ in tiny_teacher.encoder.layers[1].named_parameters()}
+    assert {name for name in layer_1 if "layer_norm" not in name} <= copied(narrow_front_end)
+    thin = DistilXLSRModel.from_teacher(tiny_teacher, num_hidden_layers=6, hidden_size=16)
+    assert (thin.config.intermediate_size, thin.config.num_attention_heads) == (32, 1)  # the teacher's ratio and head
+    assert {name.split(".")[0] for name in copied(thin)} == {"feature_extractor"}  # the rest is random
+    assert thin.prediction_heads[0].output.out_features == tiny_teacher_config.hidden_size
+    # Frames must align with the teacher's: other kernels or strides are refused.
+    other_strides = dict(conv_stride=[5, 2, 2, 2, 2, 2, 4])
+    with pytest.raises(ValueError, match="conv_stride is .* so that its frames align with the teacher's"):
+        DistilXLSRModel.from_teacher(tiny_teacher, **other_strides)
+    config = DistilXLSRConfig(**{**tiny_teacher_config.to_dict(), **other_strides, "model_type": "distilxlsr"})
+    with pytest.raises(ValueError, match="`conv_stride` is .* so their frames would not align"):
         DistilXLSRModel.from_teacher(tiny_teacher, config)
-    config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, conv_dim=[8] * 7)
-    with pytest.raises(ValueError, match="`conv_dim`"):
-        DistilXLSRModel.from_teacher(tiny_teacher, config)
+    # A student of the teacher's width cannot be deeper than the teacher (its layers are the teacher's); a thin one can.
+    with pytest.raises(ValueError, match="exceeds the teacher's 12 layers"):
+        DistilXLSRConfig.from_teacher_config(tiny_teacher_config, num_hidden_layers=13)
+    assert DistilXLSRConfig.from_teacher_config(tiny_teacher_config, num_hidden_layers=13, hidden_size=16)
+
+
+def test_layer_to_layer_heads_read_their_own_layer(tiny_teacher_config, audio):
+    student = tiny_student(tiny_teacher_config, **SLIM_SHAPE)
+    out = student(audio[2], attention_mask=audio[3], output_hidden_states=True)
+    # Head 1 reads layer 1's output; head 2 reads the last layer, after the final LayerNorm (last_hidden_state).
+    torch.testing.assert_close(out.layer_predictions[0], student.prediction_heads[0](out.hidden_states[1]))
+    torch.testing.assert_close(out.layer_predictions[1], student.prediction_heads[1](out.last_hidden_state))
+    assert not torch.allclose(out.hidden_states[3], out.last_hidden_state)  # so the two readings differ
+    # The default student puts both heads on its last layer, as before.
+    default = tiny_student(tiny_teacher_config)
+    out = default(audio[2], attention_mask=audio[3])
+    for head, prediction in zip(default.prediction_heads, out.layer_predictions):
+        torch.testing.assert_close(prediction, head(out.last_hidden_state))
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(student_layers=[1]), "one student layer per teacher layer"),
+        (
+            dict(student_layers=[1, 4]),
+            r"student_layers \[1, 4\]: layer\(s\) \[4\] do not exist: the student has only 3",
+        ),
+        (dict(student_layers=[0, 3]), "numbered from 1"),
+    ],
+)
+def test_bad_student_layers_name_the_field(tiny_teacher_config, fields, message):
+    with pytest.raises(ValueError, match=message):
+        DistilXLSRConfig.from_teacher_config(tiny_teacher_config, num_hidden_layers=3, **fields)
+    with pytest.raises(ValueError, match="layerdrop is 0.1: with student_layers"):
+        DistilXLSRModel(DistilXLSRConfig.from_teacher_config(tiny_teacher_config, **SLIM_SHAPE, layerdrop=0.1))
 
 
 @pytest.mark.parametrize("norm", ["layer", "group"])
@@ -258,8 +327,9 @@ def test_channels_last_front_end_matches_transformers(tiny_teacher_config, norm)
         torch.testing.assert_close(got_grad, want_grad, atol=1e-5, rtol=1e-3)
 
 
-def test_to_wav2vec2_reproduces_the_student(tiny_teacher_config, audio):
-    student = tiny_student(tiny_teacher_config)
+@SHAPES
+def test_to_wav2vec2_reproduces_the_student(tiny_teacher_config, audio, shape):
+    student = tiny_student(tiny_teacher_config, **shape)
     wav2vec2 = student.to_wav2vec2()
     assert type(wav2vec2) is Wav2Vec2Model
     want = student(audio[2], attention_mask=audio[3], output_hidden_states=True)
@@ -388,10 +458,11 @@ def save_and_reload_in_fresh_process(tmp_path, student, ctc, x, mask):
     return model_dir, last_json(completed)
 
 
-def test_save_pretrained_writes_remote_code_that_loads_in_a_fresh_process(tmp_path, tiny_teacher_config, audio):
-    student = tiny_student(tiny_teacher_config)
+@SHAPES
+def test_save_pretrained_writes_remote_code_that_loads_in_a_fresh_process(tmp_path, tiny_teacher_config, audio, shape):
+    student = tiny_student(tiny_teacher_config, **shape)
     torch.manual_seed(2)
-    ctc = DistilXLSRForCTC(DistilXLSRConfig.from_teacher_config(tiny_teacher_config, vocab_size=9)).eval()
+    ctc = DistilXLSRForCTC(DistilXLSRConfig.from_teacher_config(tiny_teacher_config, vocab_size=9, **shape)).eval()
     model_dir, result = save_and_reload_in_fresh_process(tmp_path, student, ctc, audio[2], audio[3])
 
     assert (model_dir / "model.safetensors").is_file()

@@ -124,6 +124,30 @@ def test_shared_front_end_gives_the_same_loss_as_separate_front_ends(tiny_teache
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
+def test_a_slim_layer_to_layer_student_with_a_narrow_front_end_gets_the_loss_computed_by_hand(tiny_teacher, audio):
+    """Issue 19's shapes: 3 layers x 16 wide (the teacher is 12 x 32), 8 conv channels (the teacher's 16), head 1 on
+    student layer 1 -> teacher layer 4, head 2 on layer 3 -> teacher layer 12."""
+    torch.manual_seed(0)
+    student = DistilXLSRModel.from_teacher(
+        tiny_teacher, num_hidden_layers=3, hidden_size=16, conv_dim=8, teacher_layers=(4, 12), student_layers=[1, 3]
+    ).eval()
+    full = tiny_teacher(audio[2], attention_mask=audio[3], output_hidden_states=True)
+    out = student(audio[2], attention_mask=audio[3], output_hidden_states=True)
+    # Frames align: the narrow front end keeps the teacher's kernels and strides.
+    assert out.last_hidden_state.shape[1] == full.last_hidden_state.shape[1] == 49
+    mask = student._get_feature_vector_attention_mask(49, audio[3]).bool()
+    by_hand = []
+    for head, student_state, target in (
+        (student.prediction_heads[0], out.hidden_states[1], full.hidden_states[4]),
+        (student.prediction_heads[1], out.last_hidden_state, full.last_hidden_state),  # teacher's last: normalised
+    ):
+        prediction, target = head(student_state)[mask], target[mask]
+        cosine = torch.nn.functional.cosine_similarity(prediction, target, dim=-1)
+        by_hand.append((prediction - target).abs().mean() + (-torch.nn.functional.logsigmoid(cosine)).mean())
+    loss, l1, cosine = distillation_forward(student, Teacher(tiny_teacher, [4, 12]), audio[2], audio[3], False)
+    torch.testing.assert_close(loss, torch.stack(by_hand).mean(), atol=2e-5, rtol=1e-4)  # channels-last rounding
+
+
 @pytest.mark.parametrize("share_front_end", [False, True])
 def test_loss_falls_on_a_fixed_batch(tiny_teacher, audio, share_front_end):
     torch.manual_seed(0)
@@ -218,6 +242,12 @@ def test_a_bad_model_config_fails_before_loading_data_or_weights(
         (["--min_duration_in_seconds", "3"], "--min_duration_in_seconds is above --max_duration_in_seconds"),
         (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "pass one"),
         (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
+        (["--student_hidden_size", "0"], "--student_hidden_size must be > 0"),
+        (["--student_layers", "1,2,3"], "--student_layers [1, 2, 3]: one student layer per distinct --teacher_layers"),
+        (["--student_layers", "0,2"], "--student_layers: expects comma-separated layers numbered from 1"),
+        (["--student_conv_dim", "wide"], "--student_conv_dim: expects channel counts such as 128, got 'wide'"),
+        (["--student_name_or_path", "s", "--student_hidden_size", "96"], "--student_hidden_size shapes a new student"),
+        (["--student_config", "no/such.json"], "--student_config no/such.json: cannot be read as JSON"),
     ],
 )
 def test_impossible_flag_values_are_argparse_errors_naming_the_flag(tmp_path, flags, message, capsys):
@@ -408,6 +438,51 @@ def test_end_to_end_run_writes_a_student_card_and_results(teacher_dir, corpus_di
     assert loaded == {"class": "DistilXLSRModel", "heads": [32, 32], "layers": [4, 12]}
     logged = [entry for entry in results["log_history"] if "loss" in entry]
     assert logged and all(entry["rss_gb"] > 0.05 and entry["workers_rss_gb"] >= 0 for entry in logged)
+
+
+def test_a_slim_layer_to_layer_student_distils_saves_and_reloads(teacher_dir, corpus_dir, tmp_path):
+    """--student_config and the --student_* flags (which override it) shape a new student: 3 layers x 16 wide, 8 conv
+    channels, heads on layers 1 and 3; teacher layers given as 12,4 pair in that order."""
+    student_config = tmp_path / "shape.json"
+    student_config.write_text(json.dumps({"num_hidden_layers": 3, "hidden_size": 24, "conv_dim": [8] * 7}))
+    output_dir = tmp_path / "slim"
+    shape = ["--student_config", str(student_config), "--student_hidden_size", "16", "--student_layers", "3,1"]
+    results = main(
+        run_args(teacher_dir, corpus_dir, output_dir, *shape, "--teacher_layers", "12,4", "--max_train_steps", "2")
+    )
+    assert results["teacher_layers"] == [4, 12]
+    assert results["student_shape"] == {
+        "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 1, "num_hidden_layers": 3,
+        "conv_dim": [8] * 7, "student_layers": [1, 3],
+    }  # fmt: skip
+    assert results["student_initialised_from_teacher"] == []  # nothing fits: all random, and the card says so
+    card = (output_dir / "README.md").read_text()
+    assert "student layer -> teacher layer: 1 -> 4, 3 -> 12" in card and "the rest from random weights" in card
+    assert "3 layers x 16 wide" in card
+    assert load_in_fresh_process(output_dir, tmp_path) == {
+        "class": "DistilXLSRModel",
+        "heads": [32, 32],
+        "layers": [4, 12],
+    }
+    assert json.loads((output_dir / "config.json").read_text())["student_layers"] == [1, 3]
+    # The teacher's front end cannot be shared with a narrower one, nor can the frames be left unaligned.
+    with pytest.raises(ValueError, match="--freeze_feature_encoder shares the teacher's conv front end"):
+        main(
+            run_args(
+                teacher_dir,
+                corpus_dir,
+                tmp_path / "frozen",
+                "--student_conv_dim",
+                "8",
+                "--freeze_feature_encoder",
+                "--max_train_steps",
+                "1",
+            )
+        )
+    student_config.write_text(json.dumps({"conv_stride": [5, 2, 2, 2, 2, 2, 4]}))
+    with pytest.raises(ValueError, match="conv_stride is .* so that its frames align"):
+        main(run_args(teacher_dir, corpus_dir, tmp_path / "strided", "--student_config", str(student_config)))
+    assert not (tmp_path / "strided" / "model.safetensors").exists()
 
 
 def losses(output_dir):
