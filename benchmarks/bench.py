@@ -9,10 +9,18 @@ after a warm-up, so ratios measured in one run hold on a noisy machine.
     python benchmarks/bench.py --output_dir benchmarks                  # benchmarks/bench_results.json
     python benchmarks/bench.py --device cuda --dtype bf16 --output_dir outputs/bench-gpu
     python benchmarks/bench.py --only inference --output_dir benchmarks # bench_inference_results.json (minutes)
+    python benchmarks/bench.py --only shapes --output_dir benchmarks    # bench_shapes_results.json (minutes)
+    python benchmarks/bench.py --only shapes --shapes default,slim      # a subset of XLSR_SCALE_SHAPES
+    python benchmarks/bench.py --only shapes --skip_bf16                # a CPU without native bf16 (AVX2 only)
 
 The cheap-inference rows time the student as a CTC recogniser (40 outputs) on 10 s of audio: torch fp32, torch bf16
 (weights cast to bfloat16), and on a CPU ONNX Runtime fp32 and int8 (export_onnx.py's graphs), interleaved with a
 2048x2048 matrix product in fp32 and bf16, the machine's GEMM peak at the same thread count in the same run.
+
+The shape rows (`--only shapes`) size and time the XLSR-53 architecture and each student shape of `XLSR_SCALE_SHAPES`
+on 10 s of audio: parameters, GFLOP (FlopCounterMode), PyTorch fp32 and bf16 (weights cast) forwards of the backbone,
+and ONNX Runtime fp32 and int8 of the student as a CTC recogniser, all interleaved in one run, with each student
+backend's speed-up over the teacher's PyTorch fp32 time.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: di
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import Wav2Vec2Config
 
 from configuration_distilxlsr import DistilXLSRConfig
 from distilxlsr_pt.audio import SAMPLING_RATE
@@ -43,6 +52,16 @@ from distilxlsr_pt.stand_ins import stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
 TEACHER_LAYERS = (4, 12)
+
+# The student shapes of `--only shapes`: `DistilXLSRConfig.from_teacher_config` arguments for XLSR-53's architecture.
+# The 384-wide ones keep the teacher's 16 positional-conv groups (16 divides 384); heads only change the with-heads size.
+NARROW_BLOCKS = dict(hidden_size=384, intermediate_size=1536, num_attention_heads=6, teacher_layers=(8, 16, 24))
+XLSR_SCALE_SHAPES = {
+    "default": dict(num_hidden_layers=2, teacher_layers=TEACHER_LAYERS),  # the teacher's width, its conv front end
+    "deep-narrow": dict(num_hidden_layers=12, **NARROW_BLOCKS),
+    "deep-narrow-conv128": dict(num_hidden_layers=12, conv_dim=[128] * 7, **NARROW_BLOCKS),
+    "slim": dict(num_hidden_layers=8, conv_dim=[128] * 7, **NARROW_BLOCKS),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,10 +78,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip_memory", action="store_true", help="Skip the peak memory measurements.")
     parser.add_argument("--profile", action="store_true", help="Print the student's top operators at 10 s.")
     parser.add_argument(
-        "--only", choices=["inference"], default=None, help="inference: run only the cheap-inference rows."
+        "--only",
+        choices=["inference", "shapes"],
+        default=None,
+        help="inference: run only the cheap-inference rows; shapes: only the student-shape rows.",
+    )
+    parser.add_argument(
+        "--shapes", default=None, help="With --only shapes: comma-separated names of XLSR_SCALE_SHAPES (default all)."
+    )
+    parser.add_argument(
+        "--skip_bf16",
+        action="store_true",
+        help="With --only shapes: no bf16 rows (a CPU without AVX512-BF16 or AMX runs bf16 matmuls ~100x slower).",
     )
     parser.add_argument("--_memory_of", default=None, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.shapes = args.shapes.split(",") if args.shapes else list(XLSR_SCALE_SHAPES)
+    unknown = [name for name in args.shapes if name not in XLSR_SCALE_SHAPES]
+    if unknown:
+        parser.error(f"--shapes: unknown shape(s) {unknown}; choose from {','.join(XLSR_SCALE_SHAPES)}.")
+    return args
 
 
 def build_models(device: torch.device, names: tuple[str, ...] = ("teacher", "student", "transformers")) -> dict:
@@ -189,13 +224,40 @@ def profile_student(student, device, dtype) -> str:
     return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
-def build_ctc_student(vocab_size: int = 40) -> DistilXLSRForCTC:
-    """The default student (XLSR-53's architecture, 2 layers) with a CTC head, random weights, in eval mode."""
+def student_config(
+    teacher_config: Wav2Vec2Config | None = None, shape: dict | None = None, **extra
+) -> DistilXLSRConfig:
+    """A student of `teacher_config` (default: XLSR-53's architecture) of `shape`, `from_teacher_config`'s arguments
+    (default: the default student, 2 layers predicting teacher layers 4 and 12), with `extra` config fields."""
+    teacher_config = teacher_config or stand_in_teacher_config("xlsr53")
+    return DistilXLSRConfig.from_teacher_config(teacher_config, **(shape or XLSR_SCALE_SHAPES["default"]), **extra)
+
+
+def build_ctc_student(
+    vocab_size: int = 40, teacher_config: Wav2Vec2Config | None = None, shape: dict | None = None
+) -> DistilXLSRForCTC:
+    """A student (`student_config`: the default one unless `shape` says otherwise) with a CTC head, random weights, in
+    eval mode."""
     torch.manual_seed(0)
-    config = DistilXLSRConfig.from_teacher_config(
-        stand_in_teacher_config("xlsr53"), teacher_layers=TEACHER_LAYERS, vocab_size=vocab_size, pad_token_id=0
-    )
-    return DistilXLSRForCTC(config).eval()
+    return DistilXLSRForCTC(student_config(teacher_config, shape, vocab_size=vocab_size, pad_token_id=0)).eval()
+
+
+def forward_gflop(model: torch.nn.Module, audio: torch.Tensor, **kwargs) -> float:
+    """GFLOP of one forward of `model` on `audio` (torch's FlopCounterMode)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():  # inference_mode breaks on weight norm here
+        model(audio, **kwargs)
+    return counter.get_total_flops() / 1e9
+
+
+def weights_cast_fns(
+    model: torch.nn.Module, audio: torch.Tensor, with_bf16: bool = True, **kwargs
+) -> dict[str, Callable[[], object]]:
+    """Forwards of `model` in fp32 and (`with_bf16`) of a copy with its weights and input cast to bfloat16."""
+    fns = {"fp32": torch.inference_mode()(lambda: model(audio, **kwargs))}
+    if with_bf16:
+        model_bf16, audio_bf16 = copy.deepcopy(model).to(torch.bfloat16), audio.to(torch.bfloat16)
+        fns["bf16"] = torch.inference_mode()(lambda: model_bf16(audio_bf16, **kwargs))
+    return fns
 
 
 def gemm_fn(dtype: torch.dtype, device, size: int = 2048) -> Callable[[], object]:
@@ -225,19 +287,12 @@ def onnx_fns(student: DistilXLSRForCTC, audio: torch.Tensor) -> dict[str, Callab
 def inference_results(device: torch.device, repeats: int, seconds: float = 10.0) -> dict:
     """Times of the cheap-inference rows at `seconds` of audio, interleaved with the GEMM peak, and the ratios."""
     student = build_ctc_student().to(device)
-    student_bf16 = copy.deepcopy(student).to(torch.bfloat16)
     audio = torch.randn(1, int(seconds * SAMPLING_RATE), device=device)
-    audio_bf16 = audio.to(torch.bfloat16)
-
-    def torch_fn(model, inputs):
-        return torch.inference_mode()(lambda: model(inputs))
-
-    contenders = {"torch_fp32": torch_fn(student, audio), "torch_bf16": torch_fn(student_bf16, audio_bf16)}
+    contenders = {f"torch_{dtype}": fn for dtype, fn in weights_cast_fns(student, audio).items()}
     if device.type == "cpu":
         contenders |= onnx_fns(student, audio.cpu())
     contenders |= {"gemm_fp32": gemm_fn(torch.float32, device), "gemm_bf16": gemm_fn(torch.bfloat16, device)}
-    with FlopCounterMode(display=False) as counter, torch.no_grad():  # inference_mode breaks on weight norm here
-        student(audio)
+    student_gflop = forward_gflop(student, audio)
     load_before = os.getloadavg()[0]
     medians = interleaved_medians(contenders, repeats, device)
     gemm_gflop = 2 * 2048**3 / 1e9
@@ -245,7 +300,7 @@ def inference_results(device: torch.device, repeats: int, seconds: float = 10.0)
         "inference_audio_s": seconds,
         "inference_s": {name: value for name, value in medians.items() if not name.startswith("gemm")},
         "gemm_peak_gflops": {dtype: gemm_gflop / medians[f"gemm_{dtype}"] for dtype in ("fp32", "bf16")},
-        "student_ctc_gflop": counter.get_total_flops() / 1e9,
+        "student_ctc_gflop": student_gflop,
         "load_average_1min": [load_before, os.getloadavg()[0]],
     }
     fp32 = medians["torch_fp32"]
@@ -256,6 +311,84 @@ def inference_results(device: torch.device, repeats: int, seconds: float = 10.0)
         results["onnx_fp32_speedup_vs_fp32"] = fp32 / medians["onnx_fp32"]
         results["onnx_int8_speedup_vs_fp32"] = fp32 / medians["onnx_int8"]
     return results
+
+
+def shapes_results(
+    device: torch.device,
+    repeats: int,
+    teacher_config: Wav2Vec2Config,
+    shapes: dict[str, dict],
+    seconds: float = 10.0,
+    with_bf16: bool = True,
+) -> dict:
+    """Parameters, GFLOP and times on `seconds` of audio of the teacher architecture and of each student shape
+    (`student_config` arguments), every backend of every model interleaved in one run, and each backend's speed-up
+    over the teacher in PyTorch fp32."""
+    from transformers import Wav2Vec2Model
+
+    audio = torch.randn(1, int(seconds * SAMPLING_RATE), device=device)
+    torch.manual_seed(0)
+    teacher = Wav2Vec2Model(teacher_config).eval().to(device)
+    teacher_row = {"parameters": sum(p.numel() for p in teacher.parameters()), "gflop": forward_gflop(teacher, audio)}
+    contenders = {f"teacher/{backend}": fn for backend, fn in weights_cast_fns(teacher, audio, with_bf16).items()}
+    students = {}
+    for name, shape in shapes.items():
+        torch.manual_seed(0)
+        student = DistilXLSRModel(student_config(teacher_config, shape)).eval().to(device)
+        students[name] = {
+            "config_overrides": shape,
+            "parameters": sum(p.numel() for n, p in student.named_parameters() if "prediction_heads" not in n),
+            "parameters_with_prediction_heads": sum(p.numel() for p in student.parameters()),
+            "gflop": forward_gflop(student, audio, return_layer_predictions=False),
+        }
+        fns = weights_cast_fns(student, audio, with_bf16, return_layer_predictions=False)
+        if device.type == "cpu":
+            fns |= onnx_fns(build_ctc_student(teacher_config=teacher_config, shape=shape), audio)
+        contenders |= {f"{name}/{backend}": fn for backend, fn in fns.items()}
+    load_before = os.getloadavg()[0]
+    medians = interleaved_medians(contenders, repeats, device)
+    load_after = os.getloadavg()[0]
+    rows = {"teacher": teacher_row, **students}
+    for contender, median in medians.items():
+        name, backend = contender.rsplit("/", 1)
+        rows[name].setdefault("s", {})[backend] = median
+    for row in rows.values():
+        row["speedup_vs_teacher_fp32"] = {
+            backend: medians["teacher/fp32"] / value for backend, value in row["s"].items()
+        }
+    return {
+        "audio_s": seconds,
+        "teacher": teacher_row,
+        "students": students,
+        "load_average_1min": [load_before, load_after],
+    }
+
+
+def shapes_markdown(results: dict) -> str:
+    seconds = results["audio_s"]
+    backends = {"fp32": "PyTorch fp32", "bf16": "PyTorch bf16", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+    lines = [
+        f"| model | parameters (with heads) | GFLOP / {seconds:g} s | " + " | ".join(backends.values()) + " |",
+        "|---|---|---|" + "---|" * len(backends),
+    ]
+    for name, row in {"XLSR-53 (teacher)": results["teacher"], **results["students"]}.items():
+        size = f"{row['parameters'] / 1e6:.1f}M"
+        if "parameters_with_prediction_heads" in row:
+            size += f" ({row['parameters_with_prediction_heads'] / 1e6:.1f}M)"
+        times = [
+            f"{row['s'][backend]:.3f} s ({row['speedup_vs_teacher_fp32'][backend]:.1f}x)"
+            if backend in row["s"]
+            else "-"
+            for backend in backends
+        ]
+        lines.append(f"| {name} | {size} | {row['gflop']:.1f} | " + " | ".join(times) + " |")
+    load = results["load_average_1min"]
+    lines += [
+        "",
+        f"Times for {seconds:g} s of audio, batch 1; in brackets the speed-up over the teacher in PyTorch fp32, "
+        f"measured in the same run; 1-min load average {load[0]:.1f} before, {load[1]:.1f} after.",
+    ]
+    return "\n".join(lines)
 
 
 def inference_markdown(results: dict) -> str:
@@ -324,10 +457,10 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     if args.only == "inference":
         return inference_only(args, device)
+    if args.only == "shapes":
+        return shapes_only(args, device)
     durations = [float(d) for d in args.durations.split(",")]
-    machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        machine = torch.cuda.get_device_name(device)
+    machine = machine_name(device)
     print(f"Benchmarking stand-in models (random weights) on {machine}, {args.dtype}", flush=True)
 
     models = build_models(device)
@@ -400,21 +533,45 @@ def save(results: dict, args: argparse.Namespace, job: str) -> None:
         print(f"\nWrote {write_json(args.json, results)}")
 
 
-def inference_only(args: argparse.Namespace, device: torch.device) -> dict:
-    machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
-        machine = torch.cuda.get_device_name(device)
-    print(f"Cheap-inference rows on {machine} (random-weight stand-in student)", flush=True)
-    results = {
-        "note": "random-initialised stand-in student with the real architecture; speed only",
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def only_results_header(args: argparse.Namespace, machine: str, models: str) -> dict:
+    """The fields every `--only` results file starts with."""
+    return {
+        "note": f"random-initialised stand-in {models} with the real architecture; speed only",
         "machine": machine,
         "device": args.device,
         "torch": torch.__version__,
         "repeats": args.repeats,
     }
+
+
+def inference_only(args: argparse.Namespace, device: torch.device) -> dict:
+    machine = machine_name(device)
+    print(f"Cheap-inference rows on {machine} (random-weight stand-in student)", flush=True)
+    results = only_results_header(args, machine, "student")
     results |= inference_results(device, args.repeats)
     print(inference_markdown(results))
     save(results, args, "bench_inference")
+    return results
+
+
+def shapes_only(args: argparse.Namespace, device: torch.device) -> dict:
+    machine = machine_name(device)
+    print(
+        f"Student shapes against XLSR-53 on {machine} (random-weight stand-ins): {', '.join(args.shapes)}", flush=True
+    )
+    results = only_results_header(args, machine, "teacher and students")
+    shapes = {name: XLSR_SCALE_SHAPES[name] for name in args.shapes}
+    results |= shapes_results(
+        device, args.repeats, stand_in_teacher_config("xlsr53"), shapes, with_bf16=not args.skip_bf16
+    )
+    print(shapes_markdown(results))
+    save(results, args, "bench_shapes")
     return results
 
 

@@ -495,3 +495,51 @@ def test_xlsr53_sized_student_saves_and_reloads_through_remote_code(tmp_path):
     _, result = save_and_reload_in_fresh_process(tmp_path, student, ctc.eval(), x, torch.ones_like(x, dtype=torch.long))
     assert result["model_class"] == "DistilXLSRModel"
     assert result["hidden_diff"] == 0 and result["prediction_diff"] == 0 and result["logits_diff"] == 0
+
+
+def test_bench_shapes_rows_size_count_and_time_each_shape_against_the_teacher(
+    tmp_path, tiny_teacher_config, monkeypatch, capsys
+):
+    """`bench.py --only shapes` (issue 19, item 5) on a tiny teacher: sizes of the models it builds, fewer FLOPs than
+    the teacher, a speed-up per backend over the teacher's fp32 time, and the JSON file; `--shapes` picks rows."""
+    import bench
+    from transformers import Wav2Vec2Model
+
+    shapes = {
+        "default": dict(num_hidden_layers=2, teacher_layers=(4, 12)),
+        "deep-narrow-conv8": dict(
+            num_hidden_layers=4,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            conv_dim=[8] * 7,
+            teacher_layers=(6, 12),
+        ),  # fmt: skip
+        "not-asked-for": dict(num_hidden_layers=1, teacher_layers=(12,)),
+    }
+    monkeypatch.setattr(bench, "XLSR_SCALE_SHAPES", shapes)
+    monkeypatch.setattr(bench, "stand_in_teacher_config", lambda size: tiny_teacher_config)
+    args = ["--only", "shapes", "--shapes", "default,deep-narrow-conv8", "--repeats", "1", "--output_dir", tmp_path]
+    results = bench.main([str(arg) for arg in args])
+
+    assert json.loads(json.dumps(results)) == json.loads((tmp_path / "bench_shapes_results.json").read_text())
+    assert results["teacher"]["parameters"] == sum(p.numel() for p in Wav2Vec2Model(tiny_teacher_config).parameters())
+    assert list(results["students"]) == ["default", "deep-narrow-conv8"]
+    for name, row in results["students"].items():
+        config = DistilXLSRConfig.from_teacher_config(tiny_teacher_config, **shapes[name])
+        assert row["parameters"] == sum(
+            p.numel() for p in DistilXLSRModel(config, add_prediction_heads=False).parameters()
+        )
+        assert row["parameters_with_prediction_heads"] == sum(p.numel() for p in DistilXLSRModel(config).parameters())
+        assert 0 < row["gflop"] < results["teacher"]["gflop"]
+        speedups = row["speedup_vs_teacher_fp32"]
+        assert set(speedups) == {"fp32", "bf16", "onnx_fp32", "onnx_int8"} and all(v > 0 for v in speedups.values())
+        assert speedups["fp32"] == pytest.approx(results["teacher"]["s"]["fp32"] / row["s"]["fp32"])
+    assert results["students"]["deep-narrow-conv8"]["gflop"] < results["students"]["default"]["gflop"]
+    table = capsys.readouterr().out
+    assert "| XLSR-53 (teacher) |" in table and "| deep-narrow-conv8 |" in table and "not-asked-for" not in table
+
+    assert list(bench.weights_cast_fns(torch.nn.Identity(), torch.zeros(1), with_bf16=False)) == ["fp32"]  # --skip_bf16
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "shapes", "--shapes", "default,slimmest"])
+    assert "--shapes: unknown shape(s) ['slimmest']" in capsys.readouterr().err
