@@ -132,9 +132,9 @@ def check_teacher_layers(
     teacher_layers: Any, teacher_depth: int | None = None, name: str = "teacher_layers"
 ) -> list[int]:
     """
-    The one check of distilled teacher layers: `teacher_layers` (a sequence, or comma-separated text such as "4,12")
-    as a list of ints in the given order, each a teacher transformer layer numbered from 1 (0 would be the conv features)
-    and, with `teacher_depth`, at most the teacher's depth.
+    The one check of distilled layers: `teacher_layers` (a sequence, or comma-separated text such as "4,12") as a list
+    of ints in the given order, each a transformer layer numbered from 1 (0 would be the conv features) and, with
+    `teacher_depth`, at most that depth. A `name` holding "student" checks a student's layers (`student_layers`).
 
     Raises `ValueError` whose message starts with `name` (the config field, or a command-line flag).
     """
@@ -143,13 +143,15 @@ def check_teacher_layers(
         layers = [int(layer) for layer in items]
     except (TypeError, ValueError):
         layers = []
+    kind = "student" if "student" in name else "teacher"
     if not layers or min(layers) < 1:
-        raise ValueError(f"{name}: expects comma-separated layers numbered from 1 (e.g. 4,12), got {teacher_layers!r}")
+        raise ValueError(
+            f"{name}: expects comma-separated {kind} layers numbered from 1 (e.g. 4,12), got {teacher_layers!r}"
+        )
     too_deep = [layer for layer in layers if teacher_depth is not None and layer > teacher_depth]
     if too_deep:
         raise ValueError(
-            f"{name} {layers}: layer(s) {too_deep} do not exist: the {'student' if 'student' in name else 'teacher'} "
-            f"has only {teacher_depth} layers, numbered 1..{teacher_depth} (0 would be the convolutional features)."
+            f"{name} {layers}: layer(s) {too_deep} do not exist: the {kind} has only {teacher_depth} layers, numbered 1..{teacher_depth} (0 would be the convolutional features)."
         )
     return layers
 

@@ -1,7 +1,8 @@
 """The whole product on a laptop CPU, offline, and the proof that distillation transfers knowledge.
 
-    python demo.py            # about 15 minutes on 2 CPU cores
-    python demo.py --quick    # a 2-minute smoke run (learns little)
+    python demo.py                      # about 15-30 minutes on 2 CPU cores
+    python demo.py --quick              # a 2-minute smoke run (learns little)
+    python demo.py --compare_students   # the default student against two slim ones (README: Student shapes)
 
 Stages: the demo corpus and a free-speech test set -> a teacher that knows something -> a 2-layer student distilled
 from it on all training audio (no transcripts) -> CTC fine-tuning with 10% of the transcripts, (a) of the distilled
@@ -56,6 +57,17 @@ SETTINGS = {
                      "--max_eval_samples", "40", "--max_test_samples", "40"],
     },
 }  # fmt: skip
+# The students `--compare_students` distils from the shipped teacher (12 layers x 192, 128 conv channels) with the same
+# steps and audio, then fine-tunes with the same recipe and labels: the default (DistilHuBERT's shape: the teacher's
+# width, 2 layers, heads on the last), a deep-narrow layer-to-layer student (FitHuBERT's shape: 6 layers at half the
+# width, layer 2k predicting teacher layer 4k), and the same with a conv front end of half the channels (trained).
+DEMO_STUDENTS = {
+    "default": ["--teacher_layers", "4,12", "--student_num_hidden_layers", "2", "--freeze_feature_encoder"],
+    "deep-narrow": ["--teacher_layers", "4,8,12", "--student_layers", "2,4,6", "--student_num_hidden_layers", "6",
+                    "--student_hidden_size", "96", "--freeze_feature_encoder"],
+    "deep-narrow-conv64": ["--teacher_layers", "4,8,12", "--student_layers", "2,4,6", "--student_num_hidden_layers",
+                           "6", "--student_hidden_size", "96", "--student_conv_dim", "64"],
+}  # fmt: skip
 STAND_IN_NOTE = (
     "STAND-INS: a SUPERVISED stand-in teacher of XLSR-53's family (trained by stand_ins/train_teacher.py, not XLSR-53), "
     "a SYNTHETIC espeak-ng corpus"
@@ -106,12 +118,15 @@ def ensure_teacher(teacher_dir: Path, corpus_dir: Path, log: Path) -> float:
                           str(stage_1), "--output_dir", str(teacher_dir), *SHIPPED_STAGE_2_ARGS], log)  # fmt: skip
 
 
-def distill(teacher_dir: Path, corpus_dir: Path, student_dir: Path, settings: dict, log: Path) -> float:
-    """Distil a 2-layer student (teacher layers 4 and 12) on all training audio; no transcript is read."""
+def distill(
+    teacher_dir: Path, corpus_dir: Path, student_dir: Path, settings: dict, log: Path, student: str = "default"
+) -> float:
+    """Distil a `DEMO_STUDENTS` student (by default 2 layers, teacher layers 4 and 12) on all training audio; no
+    transcript is read."""
     command = ["train_distill.py", "--teacher_name_or_path", str(teacher_dir), "--data_dir", str(corpus_dir),
-               "--output_dir", str(student_dir), "--overwrite_output_dir", "--teacher_layers", "4,12",
-               "--student_num_hidden_layers", "2", "--freeze_feature_encoder", "--report_to", "none",
-               "--checkpointing_steps", "1000000", "--dataloader_num_workers", "1", *settings["distill"]]  # fmt: skip
+               "--output_dir", str(student_dir), "--overwrite_output_dir", *DEMO_STUDENTS[student],
+               "--report_to", "none", "--checkpointing_steps", "1000000", "--dataloader_num_workers", "1",
+               *settings["distill"]]  # fmt: skip
     return run([sys.executable, *command], log)
 
 
@@ -245,6 +260,73 @@ def print_summary(summary: dict, table: str, paths: dict) -> None:
         print(f"{name}: {path}")
 
 
+def student_cost(student_dir: Path) -> dict:
+    """A distilled student's size and its backbone's GFLOP per second of audio (FlopCounterMode on 10 s)."""
+    import torch
+
+    from distilxlsr_pt.inference import forward_gflop
+    from modeling_distilxlsr import DistilXLSRModel
+
+    student = DistilXLSRModel.from_pretrained(student_dir).eval()
+    gflop = forward_gflop(student, torch.zeros(1, 160_000), return_layer_predictions=False) / 10
+    backbone = sum(p.numel() for n, p in student.named_parameters() if not n.startswith("prediction_heads"))
+    return {"gflop_per_audio_second": gflop, "backbone_parameters": backbone}
+
+
+def compare_students(args: argparse.Namespace, settings: dict) -> dict:
+    """`--compare_students`: each `DEMO_STUDENTS` student distilled with the same steps and audio, fine-tuned with
+    the same recipe and labels, scored on the test split and the free-speech set; `compare_students.json` and a
+    table."""
+    output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    corpus = build_data(corpus_dir, free_dir)
+    labelled = round(LABELLED_FRACTION * corpus["splits"]["train"]["clips"])
+    ensure_teacher(Path(args.teacher_dir), corpus_dir, output_dir / "teacher.log")
+    rows = {}
+    for name in DEMO_STUDENTS:
+        student_dir, asr_dir = output_dir / name, output_dir / f"{name}-ctc-pt"
+        distill_seconds = distill(Path(args.teacher_dir), corpus_dir, student_dir, settings,
+                                  output_dir / f"distill-{name}.log", student=name)  # fmt: skip
+        finetune_seconds = finetune(student_dir, corpus_dir, asr_dir, labelled, settings,
+                                    f"Student shape {name!r} of the demo's comparison ({STAND_IN_NOTE}).",
+                                    output_dir / f"finetune-{name}.log")  # fmt: skip
+        free = score_free_speech(asr_dir, free_dir, output_dir / f"free-speech-{name}", output_dir / f"free-{name}.log")
+        distilled, asr = read_results(student_dir, "distill"), read_results(asr_dir, "all")
+        rows[name] = {
+            "flags": DEMO_STUDENTS[name],
+            "student_shape": distilled["student_shape"],
+            "parameters": distilled["student_parameters"],
+            **student_cost(student_dir),
+            "held_out_cosine": {
+                layer: distilled["final_eval"][f"eval/cosine_layer_{layer}"] for layer in distilled["teacher_layers"]
+            },
+            "test_wer": asr["test_wer"], "test_cer": asr["test_cer"],
+            "free_speech_wer": free["test_wer"], "free_speech_cer": free["test_cer"],
+            "distill_minutes": distill_seconds / 60, "finetune_minutes": finetune_seconds / 60,
+        }  # fmt: skip
+    summary = {"stand_ins": STAND_IN_NOTE, "labelled_train_clips": labelled, "students": rows}
+    write_json(output_dir / "compare_students.json", summary)
+    print("\n" + students_table(summary))
+    return summary
+
+
+def students_table(summary: dict) -> str:
+    """The `--compare_students` table, as markdown."""
+    lines = [
+        "| student | parameters | GFLOP / s of audio | held-out cosine (teacher layer) | test WER | test CER "
+        "| free-speech CER | distillation | fine-tuning |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in summary["students"].items():
+        cosines = ", ".join(f"{cosine:.3f} ({layer})" for layer, cosine in row["held_out_cosine"].items())
+        lines.append(
+            f"| {name} | {row['parameters']:,} | {row['gflop_per_audio_second']:.3f} | {cosines} | "
+            f"{row['test_wer']:.3f} | {row['test_cer']:.3f} | {row['free_speech_cer']:.3f} | "
+            f"{row['distill_minutes']:.1f} min | {row['finetune_minutes']:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="A ~2-minute smoke run instead of the full demo.")
@@ -252,8 +334,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--corpus_dir", default="demo_corpus", help="The demo corpus (built here if absent).")
     parser.add_argument("--free_speech_dir", default="demo_free_speech", help="The free-speech test set (built here).")
     parser.add_argument("--teacher_dir", default=str(SHIPPED_TEACHER_DIR), help="The teacher (trained here if absent).")
+    parser.add_argument(
+        "--compare_students",
+        action="store_true",
+        help="Instead of the demo: distil, fine-tune and score each of DEMO_STUDENTS (the default and two slim "
+        "shapes) with the same recipe (--output_dir defaults to outputs/compare-students; about 1 hour on 2 cores).",
+    )
     args = parser.parse_args(argv)
     settings = SETTINGS["quick" if args.quick else "full"]
+    if args.compare_students:
+        if args.output_dir == parser.get_default("output_dir"):
+            args.output_dir = "outputs/compare-students"
+        return compare_students(args, settings)
     output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)
     teacher_dir = Path(args.teacher_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

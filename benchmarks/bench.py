@@ -40,13 +40,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: distilxlsr_pt and the model files
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from transformers import Wav2Vec2Config
 
 from configuration_distilxlsr import DistilXLSRConfig
 from distilxlsr_pt.audio import SAMPLING_RATE
 from distilxlsr_pt.cli import warn_deprecated
 from distilxlsr_pt.distillation import Teacher, distillation_forward
+from distilxlsr_pt.inference import forward_gflop
 from distilxlsr_pt.results import write_json, write_results
 from distilxlsr_pt.stand_ins import stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
@@ -240,13 +240,6 @@ def build_ctc_student(
     eval mode."""
     torch.manual_seed(0)
     return DistilXLSRForCTC(student_config(teacher_config, shape, vocab_size=vocab_size, pad_token_id=0)).eval()
-
-
-def forward_gflop(model: torch.nn.Module, audio: torch.Tensor, **kwargs) -> float:
-    """GFLOP of one forward of `model` on `audio` (torch's FlopCounterMode)."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():  # inference_mode breaks on weight norm here
-        model(audio, **kwargs)
-    return counter.get_total_flops() / 1e9
 
 
 def weights_cast_fns(

@@ -292,3 +292,13 @@ class _OnDevice:
             attention_mask = attention_mask.to(self.model.device)
         logits = self.model(input_values.to(self.model.device), attention_mask=attention_mask).logits
         return CausalLMOutput(logits=logits.cpu())
+
+
+def forward_gflop(model: torch.nn.Module, audio: torch.Tensor, **kwargs) -> float:
+    """GFLOP of one forward of `model` on `audio` (torch's FlopCounterMode): the cost that bench.py and the demo's
+    student comparison report."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():  # inference_mode breaks on weight norm here
+        model(audio, **kwargs)
+    return counter.get_total_flops() / 1e9

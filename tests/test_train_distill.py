@@ -244,7 +244,7 @@ def test_a_bad_model_config_fails_before_loading_data_or_weights(
         (["--resume_from_checkpoint", "no/such/checkpoint"], "no such checkpoint folder"),
         (["--student_hidden_size", "0"], "--student_hidden_size must be > 0"),
         (["--student_layers", "1,2,3"], "--student_layers [1, 2, 3]: one student layer per distinct --teacher_layers"),
-        (["--student_layers", "0,2"], "--student_layers: expects comma-separated layers numbered from 1"),
+        (["--student_layers", "0,2"], "--student_layers: expects comma-separated student layers numbered from 1"),
         (["--student_conv_dim", "wide"], "--student_conv_dim: expects channel counts such as 128, got 'wide'"),
         (["--student_name_or_path", "s", "--student_hidden_size", "96"], "--student_hidden_size shapes a new student"),
         (["--student_config", "no/such.json"], "--student_config no/such.json: cannot be read as JSON"),
