@@ -169,6 +169,11 @@ def config_to_s3prl(config: DistilXLSRConfig) -> dict:
         "; export the backbone with `model.to_wav2vec2().save_pretrained(DIR)` and evaluate it with s3prl's "
         "`-u hf_wav2vec2_custom -k DIR` instead (hidden states only, no layer predictions)."
     )
+    if config.student_layers is not None and set(config.student_layers) != {config.num_hidden_layers}:
+        raise ValueError(
+            f"`student_layers` is {config.student_layers} (layer-to-layer heads), but s3prl's distiller predicts "
+            "every teacher layer from its last layer" + s3prl_route
+        )
     if config.conv_bias:
         raise ValueError("`conv_bias` is True but s3prl's distiller conv front end has no biases" + s3prl_route)
     if config.feat_proj_layer_norm:

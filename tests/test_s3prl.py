@@ -224,6 +224,9 @@ def test_students_s3prl_cannot_represent_are_refused_on_export(tiny_teacher_conf
     config.conv_bias = False
     with pytest.raises(ValueError, match="feat_proj_layer_norm"):
         convert.config_to_s3prl(config)
+    config.feat_proj_layer_norm, config.student_layers = False, [1, 2]  # layer-to-layer heads: not s3prl's layout
+    with pytest.raises(ValueError, match="`student_layers` is \\[1, 2\\].*predicts every teacher layer from its last"):
+        convert.config_to_s3prl(config)
 
 
 def test_prediction_heads_start_as_s3prl_heads_do(tiny_teacher_config):
