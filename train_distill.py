@@ -85,6 +85,7 @@ RUN_FILES = (r"model\.safetensors", r"distill_results\.json", rf"checkpoints/{CH
 # A new student's teacher and distilled layers unless the flags say otherwise (the seed model `distilxlsr_bp_4-12`).
 DEFAULT_TEACHER = "facebook/wav2vec2-large-xlsr-53"
 DEFAULT_TEACHER_LAYERS = "4,12"
+DEFAULT_STUDENT_LAYERS = 2  # DistilHuBERT's depth
 # A run stops with an error after this many batches in a row without a usable clip (all unreadable or too short).
 MAX_BATCHES_WITHOUT_AUDIO_IN_A_ROW = 50
 
@@ -107,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--student_num_hidden_layers",
         type=int,
-        default=2,
+        default=None,
         help="Transformer layers of the student, copied from the teacher's first ones where the width is the "
-        "teacher's (default: %(default)s).",
+        f"teacher's (default: {DEFAULT_STUDENT_LAYERS}, or --student_config's).",
     )
     model.add_argument(
         "--student_hidden_size",
@@ -318,6 +319,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 STUDENT_SHAPE_FLAGS = (
+    "--student_num_hidden_layers",
     "--student_hidden_size",
     "--student_intermediate_size",
     "--student_num_attention_heads",
@@ -333,7 +335,8 @@ def student_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if args.student_config is not None:
         overrides = read_student_config(args.student_config)
-    if args.student_num_hidden_layers != 2 or "num_hidden_layers" not in overrides:
+    overrides.setdefault("num_hidden_layers", DEFAULT_STUDENT_LAYERS)
+    if args.student_num_hidden_layers is not None:
         overrides["num_hidden_layers"] = args.student_num_hidden_layers
     flags = {
         "hidden_size": args.student_hidden_size,
