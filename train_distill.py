@@ -304,7 +304,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     try:
         args.student_overrides = student_overrides(args)
         if args.teacher_layers is not None:  # with --student_name_or_path, None until the student's config is read
-            args.teacher_layers = teacher_layers_in_pairs(args.teacher_layers, args.student_overrides)
+            if "student_layers" in args.student_overrides:  # layer-to-layer: the pairs sorted by teacher layer
+                args.teacher_layers, args.student_overrides["student_layers"] = sorted_layer_pairs(
+                    args.teacher_layers, args.student_overrides["student_layers"]
+                )
+            else:
+                args.teacher_layers = parse_teacher_layers(args.teacher_layers)
     except ValueError as error:  # "--teacher_layers: expects ...", "--student_config ...: ..."
         parser.error(str(error))
     if (args.dataset_name is None) == (args.data_dir is None):
@@ -373,20 +378,16 @@ def read_student_config(path: str) -> dict[str, Any]:
     return fields
 
 
-def teacher_layers_in_pairs(text: str, overrides: dict[str, Any]) -> list[int]:
-    """`--teacher_layers` sorted; with layer-to-layer `student_layers`, those are put in the same order, pair by pair."""
-    if "student_layers" not in overrides:
-        return parse_teacher_layers(text)
-    teacher_layers = check_teacher_layers(text, name="--teacher_layers")
-    student_layers = overrides["student_layers"]
+def sorted_layer_pairs(teacher_text: str, student_layers: list[int]) -> tuple[list[int], list[int]]:
+    """`--teacher_layers` and `--student_layers`, paired in the order given, as two lists sorted by teacher layer."""
+    teacher_layers = check_teacher_layers(teacher_text, name="--teacher_layers")
     if len(student_layers) != len(teacher_layers) or len(set(teacher_layers)) != len(teacher_layers):
         raise ValueError(
             f"--student_layers {student_layers}: one student layer per distinct --teacher_layers entry "
             f"({teacher_layers}) is needed"
         )
     pairs = sorted(zip(teacher_layers, student_layers))
-    overrides["student_layers"] = [student for _, student in pairs]
-    return [teacher for teacher, _ in pairs]
+    return [teacher for teacher, _ in pairs], [student for _, student in pairs]
 
 
 # --------------------------------------------------------------------------------------------------------------------
