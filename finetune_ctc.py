@@ -68,7 +68,7 @@ from distilxlsr_pt.cli import HelpFormatter, run_script
 from distilxlsr_pt.ctc import CTCTrainer, DataCollatorCTCWithPadding, Transcripts, metrics_function, prepare_split
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.lm import add_lm_and_score, check_text_file
-from distilxlsr_pt.memory import keep_memory_flat
+from distilxlsr_pt.memory import DEFAULT_PAD_TO_MULTIPLE_OF, keep_memory_flat
 from distilxlsr_pt.models import (
     explain_loading_errors,
     load_config,
@@ -192,6 +192,13 @@ class DataTrainingArguments:
         metadata={"help": "Drop clips shorter than this (clips shorter than the model's conv receptive field always)."},
     )
     max_duration_in_seconds: float = field(default=20.0, metadata={"help": "Drop clips longer than this."})
+    pad_to_multiple_of: int = field(
+        default=DEFAULT_PAD_TO_MULTIPLE_OF,
+        metadata={
+            "help": "Pad each batch's audio to a multiple of this many samples (0.5 s), so that batch shapes repeat "
+            "and memory stays flat at full speed; 0 pads to the longest clip only (README: Memory over long runs)."
+        },
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for preprocessing."})
     chars_to_ignore: list[str] = field(
         default_factory=lambda: list(DEFAULT_CHARS_TO_IGNORE),
@@ -237,6 +244,7 @@ NUMERIC_OPTIONS = {
     **dict.fromkeys(("max_train_samples", "max_eval_samples", "max_test_samples"), POSITIVE),
     "min_duration_in_seconds": NON_NEGATIVE,
     "max_duration_in_seconds": POSITIVE,
+    "pad_to_multiple_of": NON_NEGATIVE,
     "preprocessing_num_workers": POSITIVE,
     "num_examples_to_print": NON_NEGATIVE,
     "lm_order": POSITIVE,
@@ -671,7 +679,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     """Run the fine-tuning from command-line arguments (`sys.argv[1:]` when `args` is None); returns all results."""
     model_args, data_args, training_args = parse_arguments(args)
     setup_logging(training_args)
-    keep_memory_flat()
+    keep_memory_flat(batch_shapes_repeat=data_args.pad_to_multiple_of > 0)
     set_seed(training_args.seed)
     claim_output_dir(model_args, training_args)
     if data_args.dataset_name is None:
@@ -701,7 +709,7 @@ def main(args: list[str] | None = None) -> dict[str, float]:
     trainer = CTCTrainer(
         model=model,
         args=training_args,
-        data_collator=DataCollatorCTCWithPadding(processor=processor),
+        data_collator=DataCollatorCTCWithPadding(processor, data_args.pad_to_multiple_of or None),
         train_dataset=vectorized.get("train"),
         eval_dataset=vectorized.get("eval"),
         processing_class=processor,

@@ -66,7 +66,7 @@ from distilxlsr_pt.distillation import (
     parameter_groups,
     save_checkpoint,
 )
-from distilxlsr_pt.memory import keep_memory_flat, resident_memory_gb
+from distilxlsr_pt.memory import DEFAULT_PAD_TO_MULTIPLE_OF, keep_memory_flat, resident_memory_gb
 from distilxlsr_pt.models import (
     LoadingError,
     explain_loading_errors,
@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Random crops of at most this length (s3prl: 250,000 samples; default: %(default)s).",
     )
     data.add_argument("--min_duration_in_seconds", type=float, default=0.0, help="Drop shorter clips.")
+    data.add_argument(
+        "--pad_to_multiple_of",
+        type=int,
+        default=DEFAULT_PAD_TO_MULTIPLE_OF,
+        help="Pad each batch's audio to a multiple of this many samples (default: %(default)s, 0.5 s), so that batch "
+        "shapes repeat and memory stays flat at full speed; 0 pads to the longest clip only (README: Memory over long "
+        "runs).",
+    )
     data.add_argument("--dataloader_num_workers", type=int, default=2, help="Decoding worker processes.")
     data.add_argument("--shuffle_buffer_size", type=int, default=2000, help="Shuffle buffer when streaming.")
 
@@ -265,6 +273,7 @@ NUMERIC_FLAGS = {
     "max_eval_samples": POSITIVE,
     "max_duration_in_seconds": POSITIVE,
     "min_duration_in_seconds": NON_NEGATIVE,
+    "pad_to_multiple_of": NON_NEGATIVE,
     "dataloader_num_workers": NON_NEGATIVE,
     "shuffle_buffer_size": POSITIVE,
     "max_train_steps": POSITIVE,
@@ -574,7 +583,7 @@ def build_data(
             args.validation_split_percentage, args.shuffle_buffer_size,
         )  # fmt: skip
     loader_kwargs = dict(
-        collate_fn=DistillationCollator(feature_extractor, min_samples),
+        collate_fn=DistillationCollator(feature_extractor, min_samples, args.pad_to_multiple_of or None),
         num_workers=args.dataloader_num_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
@@ -792,7 +801,8 @@ def distill(args, accelerator, student, teacher, data, optimizer, scheduler, sta
         if state.step % args.logging_steps == 0 or last_step:
             means = running.log_entry(accelerator, args.teacher_layers)
             entry = {"step": state.step, "loss": means.pop("loss"), "lr": scheduler.get_last_lr()[0],
-                     "audio_hours": state.audio_seconds / 3600, **means, **resident_memory_gb()}  # fmt: skip
+                     "audio_hours": state.audio_seconds / 3600, **means, **resident_memory_gb(),
+                     "run_seconds": round(time.time() - started, 2)}  # fmt: skip
             state.log_history.append(entry)
             accelerator.log({f"train/{k}": v for k, v in entry.items() if k != "step"}, step=state.step)
             progress.set_postfix(
@@ -971,7 +981,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
     accelerator = build_accelerator(args, output_dir)
-    keep_memory_flat()
+    keep_memory_flat(batch_shapes_repeat=args.pad_to_multiple_of > 0)
     previous_run = check_before_loading(args, output_dir, accelerator.is_main_process)
     if previous_run and args.overwrite_output_dir and accelerator.is_main_process:
         logger.warning("--overwrite_output_dir: deleting the previous run in %s", output_dir)

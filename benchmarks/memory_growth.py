@@ -6,8 +6,10 @@ their log lines record (`rss_gb`: the main process; `workers_rss_gb`: its data-l
     python benchmarks/memory_growth.py --output_dir outputs/memory-growth
 
 The figure is the growth between step `--from_step` and the last step (`--max_steps`): the target is at most 5%.
-`--allocators flat,default` also runs both scripts with glibc's own malloc settings (DISTILXLSR_KEEP_MEMORY_FLAT=0),
-to measure what `distilxlsr_pt.memory.keep_memory_flat` saves and what it costs in time per step (`step_s`).
+`--allocators` chooses how memory is kept flat, comma-separated: `padded` (the scripts' defaults: batches padded to a
+multiple of 0.5 s, glibc's own malloc settings), `mmap` (`--pad_to_multiple_of 0`: `keep_memory_flat` sets a fixed mmap
+threshold) and `default` (`--pad_to_multiple_of 0` and DISTILXLSR_KEEP_MEMORY_FLAT=0: neither, the growth of issue 18),
+to compare what each saves and costs in time per step (`step_s`).
 `--output_dir` receives `memory_results.json`.
 """
 
@@ -43,12 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logging_steps", type=int, default=100, help="Steps between memory readings.")
     parser.add_argument("--per_device_train_batch_size", type=int, default=4)
     parser.add_argument("--jobs", default="distill,finetune", help="Comma-separated, of distill and finetune.")
-    parser.add_argument("--allocators", default="flat", help="Comma-separated, of flat and default (see above).")
+    parser.add_argument("--allocators", default="padded", help="Comma-separated, of padded, mmap, default (see above).")
     return parser
 
 
+# Per --allocators value: the environment and the extra flags of both scripts.
+ALLOCATORS = {
+    "padded": ({}, []),
+    "mmap": ({}, ["--pad_to_multiple_of", "0"]),
+    "default": ({"DISTILXLSR_KEEP_MEMORY_FLAT": "0"}, ["--pad_to_multiple_of", "0"]),
+}
+
+
 def run(command: list[str], log: Path, allocator: str) -> float:
-    env = {**os.environ, "DISTILXLSR_KEEP_MEMORY_FLAT": "1" if allocator == "flat" else "0"}
+    environment, flags = ALLOCATORS[allocator]
+    env = {key: value for key, value in os.environ.items() if key != "DISTILXLSR_KEEP_MEMORY_FLAT"}
+    env.update(environment)
+    command = [*command, *flags]
     started = time.time()
     with log.open("w") as stream:
         subprocess.run([sys.executable, *command], cwd=REPO_ROOT, env=env, stdout=stream, stderr=subprocess.STDOUT,
@@ -126,6 +139,9 @@ def table(record: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     args.jobs = args.jobs.split(",")
+    unknown = set(args.allocators.split(",")) - set(ALLOCATORS)
+    if unknown:
+        raise SystemExit(f"--allocators: unknown {sorted(unknown)}; choose from {sorted(ALLOCATORS)}")
     output_dir = Path(args.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {

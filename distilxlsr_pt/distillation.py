@@ -244,8 +244,9 @@ def load_clip(audio: dict, max_samples: int, rng: random.Random | None) -> dict:
 class DistillationCollator:
     """Pads and normalises a batch; drops (and counts) unreadable and too-short clips."""
 
-    def __init__(self, feature_extractor: Any, min_samples: int):
+    def __init__(self, feature_extractor: Any, min_samples: int, pad_to_multiple_of: int | None = None):
         self.feature_extractor, self.min_samples = feature_extractor, min_samples
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, clips: list[dict]) -> dict:
         unreadable = sum(clip["array"] is None for clip in clips)
@@ -257,7 +258,12 @@ class DistillationCollator:
         if empty:  # (at most a second: enough for any front end, however long --min_duration_in_seconds is)
             arrays = [np.zeros(min(self.min_samples, SAMPLING_RATE), dtype=np.float32)]
         batch = self.feature_extractor(
-            arrays, sampling_rate=SAMPLING_RATE, padding=True, return_attention_mask=True, return_tensors="pt"
+            arrays,
+            sampling_rate=SAMPLING_RATE,
+            padding=True,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_attention_mask=True,
+            return_tensors="pt",
         )
         return {
             "input_values": batch["input_values"],

@@ -16,7 +16,7 @@ FRAGMENTING_PATTERN = """
     import torch
     from distilxlsr_pt.memory import keep_memory_flat, resident_memory_gb
 
-    changed = keep_memory_flat() if sys.argv[1] == "flat" else False
+    changed = keep_memory_flat(batch_shapes_repeat=False) if sys.argv[1] == "flat" else False
     torch.ones(4 * 2**20)
     before = resident_memory_gb()["rss_gb"]
     big, small = [], []
@@ -42,6 +42,20 @@ def test_keep_memory_flat_can_be_turned_off():
         FRAGMENTING_PATTERN, "flat", cwd=REPO_ROOT, project_on_path=True, env={"DISTILXLSR_KEEP_MEMORY_FLAT": "0"}
     )
     assert last_json(result)["changed"] is False and last_json(result)["kept_mb"] > 100
+
+
+@pytest.mark.skipif(glibc() is None, reason="glibc's malloc only")
+def test_padded_batches_keep_glibcs_own_settings_unless_told_otherwise():
+    # Batches padded to a multiple of 0.5 s repeat their shapes, and glibc's defaults then stay flat at full speed
+    # (benchmarks/memory_growth.py measures it over real runs): the fixed threshold is set only when asked for.
+    code = """
+        import json
+        from distilxlsr_pt.memory import keep_memory_flat
+        print(json.dumps({"changed": keep_memory_flat(batch_shapes_repeat=True)}))
+    """
+    assert last_json(run_fresh_python(code, cwd=REPO_ROOT, project_on_path=True))["changed"] is False
+    forced = run_fresh_python(code, cwd=REPO_ROOT, project_on_path=True, env={"DISTILXLSR_KEEP_MEMORY_FLAT": "1"})
+    assert last_json(forced)["changed"] is True
 
 
 def test_resident_memory_counts_worker_processes():

@@ -21,7 +21,13 @@ from transformers import Wav2Vec2Model
 import train_distill
 from distilxlsr_pt.checks import RUN_LOCK_PATTERN
 from distilxlsr_pt.demo_corpus import build_corpus
-from distilxlsr_pt.distillation import Teacher, distillation_forward, distillation_loss, list_checkpoints
+from distilxlsr_pt.distillation import (
+    DistillationCollator,
+    Teacher,
+    distillation_forward,
+    distillation_loss,
+    list_checkpoints,
+)
 from distilxlsr_pt.models import LoadingError
 from distilxlsr_pt.stand_ins import make_stand_in_teacher
 from modeling_distilxlsr import DistilXLSRModel
@@ -122,6 +128,29 @@ def test_shared_front_end_gives_the_same_loss_as_separate_front_ends(tiny_teache
     shared = distillation_forward(student, teacher, audio[2], audio[3], share_front_end=True)
     for a, b in zip(separate, shared):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_batches_padded_to_a_multiple_give_the_loss_of_batches_padded_to_the_longest_clip(tiny_teacher):
+    # --pad_to_multiple_of (0.5 s by default) makes batch shapes repeat, so that memory stays flat; what is learnt must
+    # not change: the padding is masked in the student, the teacher and the loss.
+    from transformers import Wav2Vec2FeatureExtractor
+
+    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    generator = torch.Generator().manual_seed(1)
+    clips = [{"array": torch.randn(n, generator=generator).numpy()} for n in (17_600, 9_600)]
+    padded = DistillationCollator(extractor, 400, pad_to_multiple_of=8000)(clips)
+    longest = DistillationCollator(extractor, 400)(clips)
+    assert padded["input_values"].shape == (2, 24_000) and longest["input_values"].shape == (2, 17_600)
+    assert padded["audio_seconds"] == longest["audio_seconds"]
+    student = DistilXLSRModel.from_teacher(tiny_teacher, num_hidden_layers=2, teacher_layers=(4, 12)).eval()
+    teacher = Teacher(tiny_teacher, [4, 12])
+    for share_front_end in (False, True):
+        terms = [
+            distillation_forward(student, teacher, b["input_values"], b["attention_mask"], share_front_end)
+            for b in (padded, longest)
+        ]
+        for a, b in zip(*terms):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_a_slim_layer_to_layer_student_with_a_narrow_front_end_gets_the_loss_computed_by_hand(tiny_teacher, audio):
