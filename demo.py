@@ -5,9 +5,11 @@
     python demo.py --compare_students   # the default student against two slim ones (README: Student shapes)
 
 Stages: the demo corpus and a free-speech test set -> a teacher that knows something -> a 2-layer student distilled
-from it on all training audio (no transcripts) -> CTC fine-tuning with 10% of the transcripts, (a) of the distilled
-student and (b) of the same architecture from random weights, identical recipe -> test WER/CER of both, on the
-held-out speakers and on free sentences outside the corpus's grammar, and a learning-curve plot.
+from it on all training audio (no transcripts) -> CTC fine-tuning with 10% of the transcripts, with the same labels,
+steps and seed, of (a) the distilled student, (b) the same student initialised from the teacher and not distilled (what
+initialisation alone gives) and (c) the same architecture from random weights with its conv front end trained and its
+own learning rate (what the labels alone give) -> test WER/CER of each, on the held-out speakers and on free sentences
+outside the corpus's grammar, and a learning-curve plot. `--quick` fine-tunes (a) and (c) only.
 
 Everything here is a stand-in, and the summary says so: the teacher is a SUPERVISED STAND-IN of XLSR-53's
 architecture family trained by this project (`stand_ins/train_teacher.py`; shipped in teachers/, the real XLSR-53 needs the Hub
@@ -68,6 +70,31 @@ DEMO_STUDENTS = {
     "deep-narrow-conv64": ["--teacher_layers", "4,8,12", "--student_layers", "2,4,6", "--student_num_hidden_layers",
                            "6", "--student_hidden_size", "96", "--student_conv_dim", "64"],
 }  # fmt: skip
+# The fair scratch baseline (c): random weights cannot learn through a random frozen front end, so (c) trains it, with
+# the learning rate `python demo.py --choose_scratch_learning_rate` picked on the validation split (the lowest
+# validation CER after the demo's steps, or where all are on the blank plateau the lowest validation loss;
+# benchmarks/scratch_learning_rate_results.json, README: What the demo does).
+SCRATCH_LEARNING_RATES = ("5e-4", "1e-3", "2e-3", "5e-3")
+SCRATCH_LEARNING_RATE = "1e-3"
+PLATEAU_CER = 0.99  # at or above: CTC's blank plateau (nothing or almost nothing output)
+SCRATCH_FLAGS = ["--no_freeze_feature_encoder", "--learning_rate", SCRATCH_LEARNING_RATE]
+# What the fine-tuned students are (demo_summary.json keys and names), for the table, the plot and the cards.
+ASR_KEYS = {
+    "distilled": "asr",
+    "teacher_init": "teacher_init_asr",
+    "scratch": "scratch_asr",
+    "scratch_equal_compute": "scratch_equal_compute_asr",
+}  # demo_summary.json; fmt: skip
+CONTROL_NAMES = {
+    "distilled": "(a) distilled student",
+    "teacher_init": "(b) teacher-initialised, not distilled",
+    "scratch": "(c) from scratch, front end trained",
+    "scratch_equal_compute": "(c') as (c), with the distillation's time as extra steps",
+}
+LABELS_NOTE = (
+    'The supervised stand-in teacher was trained on all 1,500 training transcripts: "150 labelled clips" describes '
+    "the students' fine-tuning only, and what (a) and (b) inherit from the teacher includes those labels."
+)
 STAND_IN_NOTE = (
     "STAND-INS: a SUPERVISED stand-in teacher of XLSR-53's family (trained by stand_ins/train_teacher.py, not XLSR-53), "
     "a SYNTHETIC espeak-ng corpus"
@@ -131,7 +158,7 @@ def distill(
 
 
 def make_scratch_student(student_dir: Path, scratch_dir: Path, seed: int = 42) -> None:
-    """The distilled student's architecture with random weights: what distillation is measured against."""
+    """(c): the distilled student's architecture with random weights."""
     import torch
 
     from modeling_distilxlsr import DistilXLSRModel
@@ -140,6 +167,21 @@ def make_scratch_student(student_dir: Path, scratch_dir: Path, seed: int = 42) -
     scratch = DistilXLSRModel(DistilXLSRModel.config_class.from_pretrained(student_dir))
     scratch.config.teacher_name_or_path = None
     scratch.save_pretrained(scratch_dir)
+
+
+def make_teacher_init_student(teacher_dir: Path, student_dir: Path, control_dir: Path, seed: int = 42) -> None:
+    """(b): the distilled student's architecture initialised from the teacher as train_distill.py initialises it
+    (`DistilXLSRModel.from_teacher`: front end, projection, positional conv and first layers), without a single step of
+    distillation. Its prediction heads are random, and fine-tuning drops them."""
+    import torch
+    from transformers import AutoModel
+
+    from modeling_distilxlsr import DistilXLSRModel
+
+    teacher = AutoModel.from_pretrained(teacher_dir)
+    torch.manual_seed(seed)
+    control = DistilXLSRModel.from_teacher(teacher, DistilXLSRModel.config_class.from_pretrained(student_dir))
+    control.save_pretrained(control_dir)
 
 
 def write_lm_text(corpus_dir: Path, path: Path) -> Path:
@@ -165,13 +207,15 @@ def finetune(
     return run([sys.executable, *command], log)
 
 
-def score_free_speech(asr_dir: Path, free_speech_dir: Path, output_dir: Path, log: Path) -> dict:
-    """WER/CER of a fine-tuned recogniser on the free-speech set (sentences and voices outside the corpus)."""
-    command = ["finetune_ctc.py", "--model_name_or_path", str(asr_dir), "--data_dir", str(free_speech_dir),
-               "--output_dir", str(output_dir), "--overwrite_output_dir", "--do_predict", "--report_to", "none",
-               "--num_examples_to_print", "3"]  # fmt: skip
-    run([sys.executable, *command], log)
-    return read_results(output_dir, "all")
+def score_free_speech(asr_dir: Path, free_speech_dir: Path) -> dict:
+    """Greedy WER/CER of a fine-tuned recogniser on the free-speech set (sentences and voices outside the corpus),
+    scored in this process (`distilxlsr_pt.evaluation.evaluate_model`, what `evaluate_asr.py` runs)."""
+    from distilxlsr_pt.data import DatasetSplit
+    from distilxlsr_pt.evaluation import evaluate_model
+
+    split = DatasetSplit(data_dir=str(free_speech_dir), split="test")
+    result = evaluate_model(str(asr_dir), [split], use_lm=False, num_examples=1)[split.label]
+    return {"free_wer": result["wer"], "free_cer": result["cer"]}
 
 
 def learning_curve(asr_dir: Path) -> list[tuple[int, float]]:
@@ -201,31 +245,36 @@ def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path,
 
 def comparison_table(summary: dict) -> str:
     """The side-by-side table, as markdown: the same text goes to the terminal, the card and the README."""
-    rows = [("distilled student", summary["asr"], summary["free_speech"]["distilled"]),
-            ("same student from scratch", summary["scratch_asr"], summary["free_speech"]["scratch"])]  # fmt: skip
     lines = [
         f"| model ({summary['labelled_train_clips']} of {summary['train_clips']} training clips labelled) "
-        "| test WER | test CER | free-speech WER | free-speech CER |",
-        "|---|---|---|---|---|",
+        "| held-out cosine before fine-tuning | test WER | test CER | free-speech WER | free-speech CER |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, asr, free in rows:
+    for key, name in CONTROL_NAMES.items():
+        if f"{ASR_KEYS[key]}" not in summary:
+            continue
+        asr, cosine = summary[ASR_KEYS[key]], summary["held_out_cosine"].get(key)
+        cosines = ", ".join(f"{value:.3f}" for value in cosine.values()) if cosine else ""
         lines.append(
-            f"| {name} | {asr['test_wer']:.3f} | {asr['test_cer']:.3f} | {free['test_wer']:.3f} | {free['test_cer']:.3f} |"
+            f"| {name} | {cosines} | {asr['test_wer']:.3f} | {asr['test_cer']:.3f} | {asr['free_wer']:.3f} "
+            f"| {asr['free_cer']:.3f} |"
         )
     teacher = summary["teacher"]
     if "test_cer" in teacher:
         lines.append(
-            f"| teacher ({teacher['teacher_kind']} stand-in, all {summary['train_clips']} clips labelled) "
+            f"| teacher ({teacher['teacher_kind']} stand-in, all {summary['train_clips']} clips labelled) | "
             f"| {teacher['test_wer']:.3f} | {teacher['test_cer']:.3f} | | |"
         )
     return "\n".join(lines)
 
 
 def add_comparison_to_card(asr_dir: Path, table: str, plot: Path) -> None:
-    """Append the distilled-vs-scratch comparison, with the plot, to the fine-tuned model's card."""
+    """Append the comparison with the controls, with the plot, to the fine-tuned model's card."""
     shutil.copy(plot, asr_dir / plot.name)
     set_card_section(
-        asr_dir, f"## Distilled vs from scratch ({STAND_IN_NOTE})", f"{table}\n\n![learning curves]({plot.name})"
+        asr_dir,
+        f"## Distilled vs its controls ({STAND_IN_NOTE})",
+        f"{table}\n\n{LABELS_NOTE}\n\n![learning curves]({plot.name})",
     )
 
 
@@ -247,6 +296,7 @@ def print_summary(summary: dict, table: str, paths: dict) -> None:
         print(f"held-out cosine, teacher layer {layer:>2}: {before:.3f} before -> {after:.3f} after distillation")
     print("\n" + table + "\n")
     print("test = held-out synthetic speakers and sentences; free speech = sentences outside the grammar, new voices")
+    print(LABELS_NOTE)
     asr = summary["asr"]
     if "test_wer_lm" in asr:
         print(
@@ -290,7 +340,7 @@ def compare_students(args: argparse.Namespace, settings: dict) -> dict:
         finetune_seconds = finetune(student_dir, corpus_dir, asr_dir, labelled, settings,
                                     f"Student shape {name!r} of the demo's comparison ({STAND_IN_NOTE}).",
                                     output_dir / f"finetune-{name}.log")  # fmt: skip
-        free = score_free_speech(asr_dir, free_dir, output_dir / f"free-speech-{name}", output_dir / f"free-{name}.log")
+        free = score_free_speech(asr_dir, free_dir)
         distilled, asr = read_results(student_dir, "distill"), read_results(asr_dir, "all")
         rows[name] = {
             "flags": DEMO_STUDENTS[name],
@@ -301,7 +351,7 @@ def compare_students(args: argparse.Namespace, settings: dict) -> dict:
                 layer: distilled["final_eval"][f"eval/cosine_layer_{layer}"] for layer in distilled["teacher_layers"]
             },
             "test_wer": asr["test_wer"], "test_cer": asr["test_cer"],
-            "free_speech_wer": free["test_wer"], "free_speech_cer": free["test_cer"],
+            "free_speech_wer": free["free_wer"], "free_speech_cer": free["free_cer"],
             "distill_minutes": distill_seconds / 60, "finetune_minutes": finetune_seconds / 60,
         }  # fmt: skip
     summary = {"stand_ins": STAND_IN_NOTE, "labelled_train_clips": labelled, "students": rows}
@@ -340,17 +390,122 @@ def main(argv: list[str] | None = None) -> dict:
         help="Instead of the demo: distil, fine-tune and score each of DEMO_STUDENTS (the default and two slim "
         "shapes) with the same recipe (--output_dir defaults to outputs/compare-students; about 1 hour on 2 cores).",
     )
+    parser.add_argument(
+        "--choose_scratch_learning_rate",
+        action="store_true",
+        help="Instead of the demo: fine-tune the scratch student of an earlier run in --output_dir at each of "
+        "SCRATCH_LEARNING_RATES (front end trained) and report their validation CER (about 15 minutes on 2 cores).",
+    )
+    parser.add_argument(
+        "--equal_compute",
+        action="store_true",
+        help="Also fine-tune (c') the scratch baseline for as many extra steps as fit the distillation's time "
+        "(equal compute; about 10 more minutes on 2 cores).",
+    )
     args = parser.parse_args(argv)
     settings = SETTINGS["quick" if args.quick else "full"]
+    if args.choose_scratch_learning_rate:
+        return choose_scratch_learning_rate(args, settings)
     if args.compare_students:
         if args.output_dir == parser.get_default("output_dir"):
             args.output_dir = "outputs/compare-students"
         return compare_students(args, settings)
+    return run_demo(args, settings)
+
+
+def finetune_controls(
+    args: argparse.Namespace, settings: dict, dirs: dict, labelled: int, lm_text: Path, minutes: dict
+) -> dict[str, Path]:
+    """CTC fine-tuning of (a), (b) and (c) (`--quick`: (a) and (c)) with the same labels, steps and seed; (c) trains its
+    front end at its own learning rate. Returns each recogniser's folder."""
+    notes = {
+        "distilled": "Fine-tuned from a student distilled from a supervised stand-in teacher",
+        "teacher_init": "Control (b) of the distillation demo: the student initialised from a supervised stand-in "
+        "teacher and not distilled, fine-tuned",
+        "scratch": "Control (c) of the distillation demo: the student's architecture from random weights (front end "
+        f"trained, learning rate {SCRATCH_LEARNING_RATE}), trained",
+    }
+    extra = {
+        "distilled": ["--lm_text_file", str(lm_text)] if not args.quick else [],
+        "teacher_init": [],
+        "scratch": SCRATCH_FLAGS,
+    }
+    asr_dirs = {}
+    for key in ("distilled", "teacher_init", "scratch"):
+        if args.quick and key == "teacher_init":
+            continue
+        asr_dirs[key] = dirs["output"] / f"{key.replace('_', '-')}-ctc-pt"
+        note = (f"{notes[key]} with {labelled} labelled clips of a SYNTHETIC espeak-ng corpus: a demo, not a usable "
+                "Portuguese recogniser.")  # fmt: skip
+        minutes[f"fine-tuning, {CONTROL_NAMES[key]}"] = (
+            finetune(dirs[key], dirs["corpus"], asr_dirs[key], labelled, settings, note,
+                     dirs["output"] / f"finetune-{key}.log", *extra[key]) / 60
+        )  # fmt: skip
+    if args.equal_compute:
+        key, steps = "scratch_equal_compute", equal_compute_steps(asr_dirs["scratch"], minutes["distillation"])
+        asr_dirs[key] = dirs["output"] / "scratch-equal-compute-ctc-pt"
+        note = (f"Control (c') of the distillation demo: (c) trained for {steps} steps, as many as fit the time of the "
+                f"distillation and (c)'s own steps, with {labelled} labelled clips of a SYNTHETIC espeak-ng corpus.")  # fmt: skip
+        minutes[f"fine-tuning, {CONTROL_NAMES[key]}"] = (
+            finetune(dirs["scratch"], dirs["corpus"], asr_dirs[key], labelled, settings, note,
+                     dirs["output"] / f"finetune-{key}.log", *SCRATCH_FLAGS, "--max_steps", str(steps),
+                     "--eval_steps", str(max(1, steps // 6))) / 60
+        )  # fmt: skip
+    return asr_dirs
+
+
+def equal_compute_steps(scratch_asr_dir: Path, distillation_minutes: float) -> int:
+    """(c)'s steps plus as many more as fit the distillation's time, at (c)'s measured seconds per step."""
+    trained = read_results(scratch_asr_dir, "train")
+    steps = json.loads((scratch_asr_dir / "trainer_state.json").read_text())["global_step"]
+    return steps + round(distillation_minutes * 60 / (trained["train_runtime"] / steps))
+
+
+def choose_scratch_learning_rate(args: argparse.Namespace, settings: dict) -> dict:
+    """`--choose_scratch_learning_rate`: fine-tune the scratch student of an earlier demo run (`--output_dir`) at each
+    of `SCRATCH_LEARNING_RATES`, front end trained, with the demo's labels and steps, and report the validation CER of
+    each (the test split plays no part in the choice); `scratch_learning_rate.json`."""
+    output_dir, corpus_dir = Path(args.output_dir), Path(args.corpus_dir)
+    scratch_dir = output_dir / "scratch-student"
+    if not (scratch_dir / "config.json").exists():
+        raise SystemExit(f"No scratch student in {scratch_dir}: run `python demo.py --output_dir {output_dir}` first.")
+    corpus = build_data(corpus_dir, Path(args.free_speech_dir))
+    labelled = round(LABELLED_FRACTION * corpus["splits"]["train"]["clips"])
+    rows = {}
+    for learning_rate in SCRATCH_LEARNING_RATES:
+        asr_dir = output_dir / f"scratch-lr-{learning_rate}"
+        if (asr_dir / "all_results.json").exists():  # a trial an earlier call finished
+            print(f"\nLearning rate {learning_rate}: read from {asr_dir}")
+        else:
+            finetune(scratch_dir, corpus_dir, asr_dir, labelled, settings, f"Learning-rate trial {learning_rate} of "
+                     f"control (c) ({STAND_IN_NOTE}).", output_dir / f"scratch-lr-{learning_rate}.log",
+                     "--no_freeze_feature_encoder", "--learning_rate", learning_rate, "--do_train", "--do_eval")  # fmt: skip
+        curve, evaluation = learning_curve(asr_dir), read_results(asr_dir, "eval")
+        rows[learning_rate] = {
+            "final_eval_cer": curve[-1][1],
+            "final_eval_loss": evaluation["eval_loss"],
+            "best_eval_cer": min(c for _, c in curve),
+            "curve": curve,
+        }
+    # The lowest validation CER; on CTC's blank plateau (CER 0.99 or more, where 0.999 and 1.000 are noise) the lowest
+    # validation loss, the nearest way off it.
+    chosen = min(rows, key=lambda lr: (min(rows[lr]["final_eval_cer"], PLATEAU_CER), rows[lr]["final_eval_loss"]))
+    summary = {"stand_ins": STAND_IN_NOTE, "labelled_train_clips": labelled, "learning_rates": rows, "chosen": chosen}
+    write_json(output_dir / "scratch_learning_rate.json", summary)
+    for learning_rate, row in rows.items():
+        print(f"learning rate {learning_rate}: validation CER {row['final_eval_cer']:.3f} at the last step "
+              f"(best {row['best_eval_cer']:.3f}), validation loss {row['final_eval_loss']:.3f}")  # fmt: skip
+    print(f"chosen (lowest final validation CER, or below {PLATEAU_CER} none: lowest validation loss): {chosen}")
+    return summary
+
+
+def run_demo(args: argparse.Namespace, settings: dict) -> dict:
+    """The demo's stages (module docstring); returns demo_summary.json's content."""
     output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)
     teacher_dir = Path(args.teacher_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    student_dir, scratch_dir = output_dir / "student", output_dir / "scratch-student"
-    asr_dir, scratch_asr_dir = output_dir / "student-ctc-pt", output_dir / "scratch-student-ctc-pt"
+    dirs = {"output": output_dir, "corpus": corpus_dir, "distilled": output_dir / "student",
+            "teacher_init": output_dir / "teacher-init-student", "scratch": output_dir / "scratch-student"}  # fmt: skip
     minutes: dict[str, float] = {}
     started = time.time()
 
@@ -361,60 +516,56 @@ def main(argv: list[str] | None = None) -> dict:
     labelled = round(LABELLED_FRACTION * train_clips)
     minutes["corpus"] = (time.time() - stage) / 60
 
-    # 2. Teacher, 3. distillation, 4. fine-tuning of both students with the same labels and recipe (the distilled one
-    # then gets a 4-gram LM of the training transcripts, scored on the test split greedily and with the LM).
+    # 2. Teacher, 3. distillation, 4. the controls (b) and (c), 5. fine-tuning of all three with the same labels (the
+    # distilled one then gets a 4-gram LM of the training transcripts, scored on the test split greedily and with it).
     minutes["teacher"] = ensure_teacher(teacher_dir, corpus_dir, output_dir / "teacher.log") / 60
-    minutes["distillation"] = distill(teacher_dir, corpus_dir, student_dir, settings, output_dir / "distill.log") / 60
-    make_scratch_student(student_dir, scratch_dir)
+    minutes["distillation"] = (
+        distill(teacher_dir, corpus_dir, dirs["distilled"], settings, output_dir / "distill.log") / 60
+    )
+    make_teacher_init_student(teacher_dir, dirs["distilled"], dirs["teacher_init"])
+    make_scratch_student(dirs["distilled"], dirs["scratch"])
     lm_text = write_lm_text(corpus_dir, output_dir / "lm_text.txt")
-    minutes["fine-tuning, distilled student"] = (
-        finetune(student_dir, corpus_dir, asr_dir, labelled, settings,
-                 f"Fine-tuned from a student distilled from a supervised stand-in teacher, with {labelled} labelled "
-                 "clips of a SYNTHETIC espeak-ng corpus: a demo, not a usable Portuguese recogniser.",
-                 output_dir / "finetune.log", *(["--lm_text_file", str(lm_text)] if not args.quick else [])) / 60
-    )  # fmt: skip
-    minutes["fine-tuning, scratch student"] = (
-        finetune(scratch_dir, corpus_dir, scratch_asr_dir, labelled, settings,
-                 f"The same architecture trained from random weights with {labelled} labelled clips of a SYNTHETIC "
-                 "espeak-ng corpus: the baseline of the distillation demo.",
-                 output_dir / "finetune_scratch.log") / 60
-    )  # fmt: skip
+    asr_dirs = finetune_controls(args, settings, dirs, labelled, lm_text, minutes)
 
-    # 5. Free speech: sentences and voices the corpus never had.
+    # 6. Free speech: sentences and voices the corpus never had.
     stage = time.time()
-    free_speech = {
-        name: score_free_speech(path, free_dir, output_dir / f"free-speech-{name}", output_dir / f"free_{name}.log")
-        for name, path in (("distilled", asr_dir), ("scratch", scratch_asr_dir))
-    }
+    asr = {key: {**read_results(path, "all"), **score_free_speech(path, free_dir)} for key, path in asr_dirs.items()}
     minutes["free-speech scoring"] = (time.time() - stage) / 60
 
-    # 6. Summary, plot, card.
+    # 7. Summary, plot, card.
     teacher = read_results(teacher_dir, "teacher")
+    distilled = {k: v for k, v in read_results(dirs["distilled"], "distill").items() if k != "log_history"}
+    cosine = {when: {layer: distilled[when][f"eval/cosine_layer_{layer}"] for layer in distilled["teacher_layers"]}
+              for when in ("initial_eval", "final_eval")}  # fmt: skip
     summary = {
         "teacher": {k: teacher[k] for k in ("teacher_kind", "test_wer", "test_cer", "eval_wer", "eval_cer") if k in teacher},
         "teacher_kind": teacher["teacher_kind"],
         "stand_ins": STAND_IN_NOTE,
+        "labels_note": LABELS_NOTE,
         "train_clips": train_clips,
         "labelled_train_clips": labelled,
-        "distill": {k: v for k, v in read_results(student_dir, "distill").items() if k != "log_history"},
-        "asr": read_results(asr_dir, "all"),
-        "scratch_asr": read_results(scratch_asr_dir, "all"),
-        "free_speech": free_speech,
-        "learning_curves": {"distilled": learning_curve(asr_dir), "scratch": learning_curve(scratch_asr_dir)},
+        "controls": {ASR_KEYS[key]: CONTROL_NAMES[key] for key in asr_dirs},
+        "scratch_learning_rate": float(SCRATCH_LEARNING_RATE),
+        "distill": distilled,
+        **{ASR_KEYS[key]: results for key, results in asr.items()},
+        # (b)'s backbone is the distillation run's at step 0 (its heads are random there and in (b)).
+        "held_out_cosine": {"distilled": cosine["final_eval"], "teacher_init": cosine["initial_eval"]},
+        "learning_curves": {key: learning_curve(path) for key, path in asr_dirs.items()},
         "minutes": minutes,
         "total_minutes": (time.time() - started) / 60,
     }  # fmt: skip
     table = comparison_table(summary)
     plot = plot_learning_curves(
-        {"distilled student": summary["learning_curves"]["distilled"],
-         "same student from scratch": summary["learning_curves"]["scratch"]},
+        {CONTROL_NAMES[key]: curve for key, curve in summary["learning_curves"].items()},
         output_dir / "learning_curves.png",
         f"{labelled} labelled clips (stand-ins: supervised teacher, synthetic speech)",
-    )  # fmt: skip
-    add_comparison_to_card(asr_dir, table, plot)
+    )
+    add_comparison_to_card(asr_dirs["distilled"], table, plot)
     write_json(output_dir / "demo_summary.json", summary)
-    paths = {"teacher": teacher_dir, "distilled student + card": student_dir, "speech recogniser + card": asr_dir,
-             "scratch recogniser": scratch_asr_dir, "learning curves": plot, "summary": output_dir / "demo_summary.json"}  # fmt: skip
+    paths = {"teacher": teacher_dir, "distilled student + card": dirs["distilled"],
+             "speech recogniser + card": asr_dirs["distilled"],
+             **{f"control {CONTROL_NAMES[key][:3]} recogniser": asr_dirs[key] for key in asr_dirs if key != "distilled"},
+             "learning curves": plot, "summary": output_dir / "demo_summary.json"}  # fmt: skip
     print_summary(summary, table, paths)
     return summary
 

@@ -1,0 +1,71 @@
+"""The demo's controls (issue 20): (b) is exactly the teacher-initialised student, (c) trains its conv front end."""
+
+import shutil
+
+import pytest
+import torch
+from transformers import Wav2Vec2Model
+
+import demo
+from configuration_distilxlsr import DistilXLSRConfig
+from distilxlsr_pt.demo_corpus import build_corpus
+from distilxlsr_pt.stand_ins import stand_in_teacher_config
+from finetune_ctc import main as finetune_main
+from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
+
+
+@pytest.fixture(scope="module")
+def teacher_and_student(tmp_path_factory):
+    """A tiny teacher and a 'distilled' student of it (its weights moved away from the teacher's, as training does)."""
+    root = tmp_path_factory.mktemp("demo")
+    torch.manual_seed(0)
+    teacher = Wav2Vec2Model(stand_in_teacher_config("tiny")).eval()
+    teacher.save_pretrained(root / "teacher")
+    config = DistilXLSRConfig.from_teacher_config(teacher.config, teacher_layers=(4, 12), num_hidden_layers=2)
+    student = DistilXLSRModel.from_teacher(teacher, config)
+    with torch.no_grad():
+        for parameter in student.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    student.save_pretrained(root / "student")
+    return root, teacher, config
+
+
+def backbone(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("prediction_heads")}
+
+
+def test_the_teacher_initialised_control_equals_from_teacher_and_not_the_distilled_student(teacher_and_student):
+    root, teacher, config = teacher_and_student
+    demo.make_teacher_init_student(root / "teacher", root / "student", root / "control")
+    control = backbone(DistilXLSRModel.from_pretrained(root / "control"))
+    expected = backbone(DistilXLSRModel.from_teacher(teacher, config))
+    distilled = backbone(DistilXLSRModel.from_pretrained(root / "student"))
+    assert control.keys() == expected.keys() and len(control) > 10
+    for name, value in control.items():
+        torch.testing.assert_close(value, expected[name], atol=0, rtol=0, msg=name)
+    assert all(not torch.equal(control[name], distilled[name]) for name in control)  # not a copy of (a)
+    assert DistilXLSRConfig.from_pretrained(root / "control").num_hidden_layers == config.num_hidden_layers
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng, sox")
+def test_the_scratch_baseline_trains_its_front_end_and_the_distilled_recipe_keeps_it_frozen(
+    teacher_and_student, tmp_path
+):
+    root, _, _ = teacher_and_student
+    corpus = tmp_path / "corpus"
+    build_corpus(corpus, num_train=4, num_validation=2, num_test=2, num_workers=2)
+    demo.make_scratch_student(root / "student", tmp_path / "scratch")
+    before = DistilXLSRModel.from_pretrained(tmp_path / "scratch").feature_extractor.state_dict()
+    changed = {}
+    for name, extra in (("scratch", demo.SCRATCH_FLAGS), ("distilled recipe", [])):
+        output_dir = tmp_path / f"ctc-{name}"
+        # The demo's recipe, then the scratch flags after it (the later flag wins), as demo.finetune passes them.
+        finetune_main(["--model_name_or_path", str(tmp_path / "scratch"), "--data_dir", str(corpus), "--output_dir",
+                       str(output_dir), "--do_train", "--report_to", "none", "--save_strategy", "no", "--max_steps",
+                       "2", "--disable_tqdm", "True", *demo.CTC_RECIPE, "--per_device_train_batch_size", "2",
+                       "--mask_time_prob", "0", *extra])  # fmt: skip
+        after = DistilXLSRForCTC.from_pretrained(output_dir).distilxlsr.feature_extractor.state_dict()
+        changed[name] = [key for key in before if not torch.equal(before[key], after[key])]
+    assert any(key.startswith("conv_layers.0.") for key in changed["scratch"])  # the first conv layer learns too
+    assert len(changed["scratch"]) == len(before)  # every front-end weight got a gradient and moved
+    assert changed["distilled recipe"] == []
