@@ -1,8 +1,10 @@
-"""The whole product on a laptop CPU, offline, and the proof that distillation transfers knowledge.
+"""The whole product on a laptop CPU, offline, and the test of whether distillation transfers knowledge.
 
-    python demo.py                      # about 15-30 minutes on 2 CPU cores
+    python demo.py                      # about 20 minutes on 2 CPU cores
     python demo.py --quick              # a 2-minute smoke run (learns little)
     python demo.py --compare_students   # the default student against two slim ones (README: Student shapes)
+    python demo.py --equal_compute      # also (c'): the scratch baseline given the distillation's time as steps
+    python demo.py --choose_scratch_learning_rate   # the scratch baseline's learning rate, on validation
 
 Stages: the demo corpus and a free-speech test set -> a teacher that knows something -> a 2-layer student distilled
 from it on all training audio (no transcripts) -> CTC fine-tuning with 10% of the transcripts, with the same labels,
