@@ -79,7 +79,14 @@ DEMO_STUDENTS = {
 SCRATCH_LEARNING_RATES = ("5e-4", "1e-3", "2e-3", "5e-3")
 SCRATCH_LEARNING_RATE = "1e-3"
 PLATEAU_CER = 0.99  # at or above: CTC's blank plateau (nothing or almost nothing output)
-SCRATCH_FLAGS = ["--no_freeze_feature_encoder", "--learning_rate", SCRATCH_LEARNING_RATE]
+
+
+def scratch_flags(learning_rate: str) -> list[str]:
+    """finetune_ctc.py flags that turn the demo's CTC recipe into (c)'s: front end trained, its own learning rate."""
+    return ["--no_freeze_feature_encoder", "--learning_rate", learning_rate]
+
+
+SCRATCH_FLAGS = scratch_flags(SCRATCH_LEARNING_RATE)
 # What the fine-tuned students are (demo_summary.json keys and names), for the table, the plot and the cards.
 ASR_KEYS = {
     "distilled": "asr",
@@ -253,7 +260,7 @@ def comparison_table(summary: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for key, name in CONTROL_NAMES.items():
-        if f"{ASR_KEYS[key]}" not in summary:
+        if ASR_KEYS[key] not in summary:
             continue
         asr, cosine = summary[ASR_KEYS[key]], summary["held_out_cosine"].get(key)
         cosines = ", ".join(f"{value:.3f}" for value in cosine.values()) if cosine else ""
@@ -419,7 +426,7 @@ def finetune_controls(
     args: argparse.Namespace, settings: dict, dirs: dict, labelled: int, lm_text: Path, minutes: dict
 ) -> dict[str, Path]:
     """CTC fine-tuning of (a), (b) and (c) (`--quick`: (a) and (c)) with the same labels, steps and seed; (c) trains its
-    front end at its own learning rate. Returns each recogniser's folder."""
+    front end at its own learning rate; `--equal_compute` adds (c'). Returns each recogniser's folder."""
     notes = {
         "distilled": "Fine-tuned from a student distilled from a supervised stand-in teacher",
         "teacher_init": "Control (b) of the distillation demo: the student initialised from a supervised stand-in "
@@ -432,26 +439,22 @@ def finetune_controls(
         "teacher_init": [],
         "scratch": SCRATCH_FLAGS,
     }
+    keys = ["distilled", "scratch"] if args.quick else ["distilled", "teacher_init", "scratch"]
+    if args.equal_compute:
+        keys.append("scratch_equal_compute")
     asr_dirs = {}
-    for key in ("distilled", "teacher_init", "scratch"):
-        if args.quick and key == "teacher_init":
-            continue
+    for key in keys:
+        if key == "scratch_equal_compute":  # its steps come from (c)'s measured speed
+            steps = equal_compute_steps(asr_dirs["scratch"], minutes["distillation"])
+            notes[key] = (f"Control (c') of the distillation demo: (c) trained for {steps} steps, as many as fit the "
+                          "time of the distillation and (c)'s own steps")  # fmt: skip
+            extra[key] = [*SCRATCH_FLAGS, "--max_steps", str(steps), "--eval_steps", str(max(1, steps // 6))]
         asr_dirs[key] = dirs["output"] / f"{key.replace('_', '-')}-ctc-pt"
         note = (f"{notes[key]} with {labelled} labelled clips of a SYNTHETIC espeak-ng corpus: a demo, not a usable "
                 "Portuguese recogniser.")  # fmt: skip
         minutes[f"fine-tuning, {CONTROL_NAMES[key]}"] = (
             finetune(dirs[key], dirs["corpus"], asr_dirs[key], labelled, settings, note,
                      dirs["output"] / f"finetune-{key}.log", *extra[key]) / 60
-        )  # fmt: skip
-    if args.equal_compute:
-        key, steps = "scratch_equal_compute", equal_compute_steps(asr_dirs["scratch"], minutes["distillation"])
-        asr_dirs[key] = dirs["output"] / "scratch-equal-compute-ctc-pt"
-        note = (f"Control (c') of the distillation demo: (c) trained for {steps} steps, as many as fit the time of the "
-                f"distillation and (c)'s own steps, with {labelled} labelled clips of a SYNTHETIC espeak-ng corpus.")  # fmt: skip
-        minutes[f"fine-tuning, {CONTROL_NAMES[key]}"] = (
-            finetune(dirs["scratch"], dirs["corpus"], asr_dirs[key], labelled, settings, note,
-                     dirs["output"] / f"finetune-{key}.log", *SCRATCH_FLAGS, "--max_steps", str(steps),
-                     "--eval_steps", str(max(1, steps // 6))) / 60
         )  # fmt: skip
     return asr_dirs
 
@@ -481,7 +484,7 @@ def choose_scratch_learning_rate(args: argparse.Namespace, settings: dict) -> di
         else:
             finetune(scratch_dir, corpus_dir, asr_dir, labelled, settings, f"Learning-rate trial {learning_rate} of "
                      f"control (c) ({STAND_IN_NOTE}).", output_dir / f"scratch-lr-{learning_rate}.log",
-                     "--no_freeze_feature_encoder", "--learning_rate", learning_rate, "--do_train", "--do_eval")  # fmt: skip
+                     *scratch_flags(learning_rate), "--do_train", "--do_eval")  # fmt: skip
         curve, evaluation = learning_curve(asr_dir), read_results(asr_dir, "eval")
         rows[learning_rate] = {
             "final_eval_cer": curve[-1][1],
@@ -506,8 +509,14 @@ def run_demo(args: argparse.Namespace, settings: dict) -> dict:
     output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)
     teacher_dir = Path(args.teacher_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    dirs = {"output": output_dir, "corpus": corpus_dir, "distilled": output_dir / "student",
-            "teacher_init": output_dir / "teacher-init-student", "scratch": output_dir / "scratch-student"}  # fmt: skip
+    dirs = {
+        "output": output_dir,
+        "corpus": corpus_dir,
+        "distilled": output_dir / "student",
+        "teacher_init": output_dir / "teacher-init-student",
+        "scratch": output_dir / "scratch-student",
+        "scratch_equal_compute": output_dir / "scratch-student",
+    }  # (c') starts where (c) starts; fmt: skip
     minutes: dict[str, float] = {}
     started = time.time()
 
@@ -566,7 +575,7 @@ def run_demo(args: argparse.Namespace, settings: dict) -> dict:
     write_json(output_dir / "demo_summary.json", summary)
     paths = {"teacher": teacher_dir, "distilled student + card": dirs["distilled"],
              "speech recogniser + card": asr_dirs["distilled"],
-             **{f"control {CONTROL_NAMES[key][:3]} recogniser": asr_dirs[key] for key in asr_dirs if key != "distilled"},
+             **{f"control {CONTROL_NAMES[key].split()[0]} recogniser": asr_dirs[key] for key in asr_dirs if key != "distilled"},
              "learning curves": plot, "summary": output_dir / "demo_summary.json"}  # fmt: skip
     print_summary(summary, table, paths)
     return summary
