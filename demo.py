@@ -13,10 +13,12 @@ initialisation alone gives) and (c) the same architecture from random weights wi
 own learning rate (what the labels alone give) -> test WER/CER of each, on the held-out speakers and on free sentences
 outside the corpus's grammar, and a learning-curve plot. `--quick` fine-tunes (a) and (c) only.
 
-Everything here is a stand-in, and the summary says so: the teacher is a SUPERVISED STAND-IN of XLSR-53's
-architecture family trained by this project (`stand_ins/train_teacher.py`; shipped in teachers/, the real XLSR-53 needs the Hub
-and is self-supervised), and the corpus is SYNTHETIC Brazilian Portuguese speech (espeak-ng). The same scripts,
-pointed at facebook/wav2vec2-large-xlsr-53 and real corpora, are the real recipe (see README.md).
+Everything here is a stand-in, and the summary says so: the teacher is a SELF-SUPERVISED STAND-IN of XLSR-53's
+architecture family trained by this project on untranscribed audio (`stand_ins/train_ssl_teacher.py`, HuBERT's first
+iteration; shipped in teachers/, the real XLSR-53 needs the Hub), or with `--teacher supervised` the SUPERVISED
+STAND-IN CTC-trained on every transcript of the corpus (`stand_ins/train_teacher.py`), and the corpus is SYNTHETIC
+Brazilian Portuguese speech (espeak-ng). The same scripts, pointed at facebook/wav2vec2-large-xlsr-53 and real corpora,
+are the real recipe (see README.md).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import sys
 import time
 from pathlib import Path
 
-from distilxlsr_pt.cards import set_card_section
+from distilxlsr_pt.cards import set_card_section, stand_in_kind
 from distilxlsr_pt.results import read_results, write_json
-from distilxlsr_pt.stand_ins import SHIPPED_TEACHER_DIR
+from distilxlsr_pt.stand_ins import SELF_SUPERVISED_TEACHER_DIR, SHIPPED_TEACHER_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent
 LABELLED_FRACTION = 0.1  # of the training clips have transcripts for fine-tuning; all of them serve distillation
@@ -100,14 +102,36 @@ CONTROL_NAMES = {
     "scratch": "(c) from scratch, front end trained",
     "scratch_equal_compute": "(c') as (c), with the distillation's time as extra steps",
 }
-LABELS_NOTE = (
-    'The supervised stand-in teacher was trained on all 1,500 training transcripts: "150 labelled clips" describes '
-    "the students' fine-tuning only, and what (a) and (b) inherit from the teacher includes those labels."
-)
-STAND_IN_NOTE = (
-    "STAND-INS: a SUPERVISED stand-in teacher of XLSR-53's family (trained by stand_ins/train_teacher.py, not XLSR-53), "
-    "a SYNTHETIC espeak-ng corpus"
-)
+# The demo's teachers (`--teacher`), both shipped in teachers/ and trained here when missing.
+TEACHER_DIRS = {"self-supervised": SELF_SUPERVISED_TEACHER_DIR, "supervised": SHIPPED_TEACHER_DIR}
+DEFAULT_TEACHER = "self-supervised"
+LABELS_NOTES = {
+    "supervised": 'The supervised stand-in teacher was trained on all 1,500 training transcripts: "150 labelled '
+    "clips\" describes the students' fine-tuning only, and what (a) and (b) inherit from the teacher includes those "
+    "labels.",
+    "self-supervised": "The self-supervised stand-in teacher read no transcript (it learnt from the training audio and "
+    "3,000 untranscribed clips): the 150 labelled clips are the only transcripts any model here was trained on.",
+}
+STAND_IN_TEACHERS = {
+    "supervised": "a SUPERVISED stand-in teacher of XLSR-53's family (trained by stand_ins/train_teacher.py, not "
+    "XLSR-53)",
+    "self-supervised": "a SELF-SUPERVISED stand-in teacher of XLSR-53's family (untranscribed audio only, "
+    "stand_ins/train_ssl_teacher.py, not XLSR-53)",
+}
+
+
+def labels_note(kind: str) -> str:
+    return LABELS_NOTES.get(kind, "The teacher is a stand-in: what it learnt from is on its card.")
+
+
+def stand_in_note(kind: str) -> str:
+    """The line that names every stand-in of a demo run with teacher kind `kind`."""
+    return f"STAND-INS: {STAND_IN_TEACHERS.get(kind, 'a stand-in teacher (not XLSR-53)')}, a SYNTHETIC espeak-ng corpus"
+
+
+def teacher_kind(teacher_dir: Path) -> str:
+    """The stand-in kind its card names ("self-supervised", "supervised", ...)."""
+    return stand_in_kind(teacher_dir) or "stand-in"
 
 
 def run(command: list[str], log: Path) -> float:
@@ -136,12 +160,31 @@ def build_data(corpus_dir: Path, free_speech_dir: Path) -> dict:
     return info
 
 
-def ensure_teacher(teacher_dir: Path, corpus_dir: Path, log: Path) -> float:
-    """The shipped supervised stand-in teacher, or train it as it was made (first on 9 voices, then on all; about
-    75 minutes on 2 CPU cores) when it is missing."""
+def ensure_teacher(args: argparse.Namespace, log: Path) -> float:
+    """The shipped stand-in teacher of `--teacher`, or train it as it was made when it is missing."""
+    teacher_dir, corpus_dir = Path(args.teacher_dir), Path(args.corpus_dir)
     if (teacher_dir / "config.json").exists():
         print(f"\nTeacher: {teacher_dir} (shipped; remake it with the commands in its README.md)")
         return 0.0
+    if args.teacher == "self-supervised":
+        return train_self_supervised_teacher(teacher_dir, corpus_dir, Path(args.unlabelled_dir), log)
+    return train_supervised_teacher(teacher_dir, corpus_dir, log)
+
+
+def train_self_supervised_teacher(teacher_dir: Path, corpus_dir: Path, unlabelled_dir: Path, log: Path) -> float:
+    """The self-supervised stand-in as it was made: untranscribed clips spoken, then HuBERT's first iteration on
+    them and the training audio (about 55 minutes on 2 CPU cores)."""
+    from distilxlsr_pt.demo_corpus import build_unlabelled_set
+    from distilxlsr_pt.stand_ins import SELF_SUPERVISED_ARGS, SELF_SUPERVISED_UNLABELLED_CLIPS
+
+    build_unlabelled_set(unlabelled_dir, corpus_dir, num_clips=SELF_SUPERVISED_UNLABELLED_CLIPS)
+    return run([sys.executable, "stand_ins/train_ssl_teacher.py", "--output_dir", str(teacher_dir), "--audio_dirs",
+                str(corpus_dir / "train"), str(unlabelled_dir / "train"), "--eval_dir", str(corpus_dir / "validation"),
+                "--resume_from_checkpoint", "latest", *SELF_SUPERVISED_ARGS], log)  # fmt: skip
+
+
+def train_supervised_teacher(teacher_dir: Path, corpus_dir: Path, log: Path) -> float:
+    """The supervised stand-in as it was made (first on 9 voices, then on all; about 75 minutes on 2 CPU cores)."""
     from distilxlsr_pt.demo_corpus import build_corpus
     from distilxlsr_pt.stand_ins import SHIPPED_STAGE_1_VOICES, SHIPPED_STAGE_2_ARGS
 
@@ -277,20 +320,20 @@ def comparison_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def add_comparison_to_card(asr_dir: Path, table: str, plot: Path) -> None:
+def add_comparison_to_card(asr_dir: Path, table: str, plot: Path, kind: str) -> None:
     """Append the comparison with the controls, with the plot, to the fine-tuned model's card."""
     shutil.copy(plot, asr_dir / plot.name)
     set_card_section(
         asr_dir,
-        f"## Distilled vs its controls ({STAND_IN_NOTE})",
-        f"{table}\n\n{LABELS_NOTE}\n\n![learning curves]({plot.name})",
+        f"## Distilled vs its controls ({stand_in_note(kind)})",
+        f"{table}\n\n{labels_note(kind)}\n\n![learning curves]({plot.name})",
     )
 
 
 def print_summary(summary: dict, table: str, paths: dict) -> None:
     distill, teacher = summary["distill"], summary["teacher"]
     print("\n" + "=" * 110)
-    print(f"DistilXLSR-PT demo summary ({STAND_IN_NOTE})")
+    print(f"DistilXLSR-PT demo summary ({summary['stand_ins']})")
     print("=" * 110)
     print(
         f"teacher ({teacher['teacher_kind']} stand-in): {distill['teacher_parameters']:>12,} parameters  {paths['teacher']}"
@@ -305,7 +348,7 @@ def print_summary(summary: dict, table: str, paths: dict) -> None:
         print(f"held-out cosine, teacher layer {layer:>2}: {before:.3f} before -> {after:.3f} after distillation")
     print("\n" + table + "\n")
     print("test = held-out synthetic speakers and sentences; free speech = sentences outside the grammar, new voices")
-    print(LABELS_NOTE)
+    print(summary["labels_note"])
     asr = summary["asr"]
     if "test_wer_lm" in asr:
         print(
@@ -340,14 +383,15 @@ def compare_students(args: argparse.Namespace, settings: dict) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     corpus = build_data(corpus_dir, free_dir)
     labelled = round(LABELLED_FRACTION * corpus["splits"]["train"]["clips"])
-    ensure_teacher(Path(args.teacher_dir), corpus_dir, output_dir / "teacher.log")
+    ensure_teacher(args, output_dir / "teacher.log")
+    note = stand_in_note(teacher_kind(Path(args.teacher_dir)))
     rows = {}
     for name in DEMO_STUDENTS:
         student_dir, asr_dir = output_dir / name, output_dir / f"{name}-ctc-pt"
         distill_seconds = distill(Path(args.teacher_dir), corpus_dir, student_dir, settings,
                                   output_dir / f"distill-{name}.log", student=name)  # fmt: skip
         finetune_seconds = finetune(student_dir, corpus_dir, asr_dir, labelled, settings,
-                                    f"Student shape {name!r} of the demo's comparison ({STAND_IN_NOTE}).",
+                                    f"Student shape {name!r} of the demo's comparison ({note}).",
                                     output_dir / f"finetune-{name}.log")  # fmt: skip
         free = score_free_speech(asr_dir, free_dir)
         distilled, asr = read_results(student_dir, "distill"), read_results(asr_dir, "all")
@@ -363,7 +407,7 @@ def compare_students(args: argparse.Namespace, settings: dict) -> dict:
             "free_speech_wer": free["free_wer"], "free_speech_cer": free["free_cer"],
             "distill_minutes": distill_seconds / 60, "finetune_minutes": finetune_seconds / 60,
         }  # fmt: skip
-    summary = {"stand_ins": STAND_IN_NOTE, "labelled_train_clips": labelled, "students": rows}
+    summary = {"stand_ins": note, "labelled_train_clips": labelled, "students": rows}
     write_json(output_dir / "compare_students.json", summary)
     print("\n" + students_table(summary))
     return summary
@@ -392,7 +436,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", default="outputs/demo", help="Where models, cards, plot and logs go.")
     parser.add_argument("--corpus_dir", default="demo_corpus", help="The demo corpus (built here if absent).")
     parser.add_argument("--free_speech_dir", default="demo_free_speech", help="The free-speech test set (built here).")
-    parser.add_argument("--teacher_dir", default=str(SHIPPED_TEACHER_DIR), help="The teacher (trained here if absent).")
+    parser.add_argument(
+        "--teacher",
+        default=DEFAULT_TEACHER,
+        choices=sorted(TEACHER_DIRS),
+        help="Which stand-in teacher to distil: self-supervised (untranscribed audio only, as XLSR-53) or supervised "
+        "(CTC on every transcript of the corpus).",
+    )
+    parser.add_argument(
+        "--teacher_dir", help="The teacher's folder (trained here if absent); default: --teacher's, in teachers/."
+    )
+    parser.add_argument(
+        "--unlabelled_dir",
+        default="demo_unlabelled",
+        help="Untranscribed clips for training the self-supervised teacher.",
+    )
     parser.add_argument(
         "--compare_students",
         action="store_true",
@@ -412,6 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
         "(equal compute; about 10 more minutes on 2 cores).",
     )
     args = parser.parse_args(argv)
+    args.teacher_dir = args.teacher_dir or str(TEACHER_DIRS[args.teacher])
     settings = SETTINGS["quick" if args.quick else "full"]
     if args.choose_scratch_learning_rate:
         return choose_scratch_learning_rate(args, settings)
@@ -423,13 +482,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def finetune_controls(
-    args: argparse.Namespace, settings: dict, dirs: dict, labelled: int, lm_text: Path, minutes: dict
+    args: argparse.Namespace, settings: dict, dirs: dict, labelled: int, lm_text: Path, minutes: dict, kind: str
 ) -> dict[str, Path]:
     """CTC fine-tuning of (a), (b) and (c) (`--quick`: (a) and (c)) with the same labels, steps and seed; (c) trains its
     front end at its own learning rate; `--equal_compute` adds (c'). Returns each recogniser's folder."""
     notes = {
-        "distilled": "Fine-tuned from a student distilled from a supervised stand-in teacher",
-        "teacher_init": "Control (b) of the distillation demo: the student initialised from a supervised stand-in "
+        "distilled": f"Fine-tuned from a student distilled from a {kind} stand-in teacher",
+        "teacher_init": f"Control (b) of the distillation demo: the student initialised from a {kind} stand-in "
         "teacher and not distilled, fine-tuned",
         "scratch": "Control (c) of the distillation demo: the student's architecture from random weights (front end "
         f"trained, learning rate {SCRATCH_LEARNING_RATE}), trained",
@@ -483,7 +542,7 @@ def choose_scratch_learning_rate(args: argparse.Namespace, settings: dict) -> di
             print(f"\nLearning rate {learning_rate}: read from {asr_dir}")
         else:
             finetune(scratch_dir, corpus_dir, asr_dir, labelled, settings, f"Learning-rate trial {learning_rate} of "
-                     f"control (c) ({STAND_IN_NOTE}).", output_dir / f"scratch-lr-{learning_rate}.log",
+                     f"control (c) ({stand_in_note(teacher_kind(Path(args.teacher_dir)))}).", output_dir / f"scratch-lr-{learning_rate}.log",
                      *scratch_flags(learning_rate), "--do_train", "--do_eval")  # fmt: skip
         curve, evaluation = learning_curve(asr_dir), read_results(asr_dir, "eval")
         rows[learning_rate] = {
@@ -495,7 +554,8 @@ def choose_scratch_learning_rate(args: argparse.Namespace, settings: dict) -> di
     # The lowest validation CER; on CTC's blank plateau (CER 0.99 or more, where 0.999 and 1.000 are noise) the lowest
     # validation loss, the nearest way off it.
     chosen = min(rows, key=lambda lr: (min(rows[lr]["final_eval_cer"], PLATEAU_CER), rows[lr]["final_eval_loss"]))
-    summary = {"stand_ins": STAND_IN_NOTE, "labelled_train_clips": labelled, "learning_rates": rows, "chosen": chosen}
+    note = stand_in_note(teacher_kind(Path(args.teacher_dir)))
+    summary = {"stand_ins": note, "labelled_train_clips": labelled, "learning_rates": rows, "chosen": chosen}
     write_json(output_dir / "scratch_learning_rate.json", summary)
     for learning_rate, row in rows.items():
         print(f"learning rate {learning_rate}: validation CER {row['final_eval_cer']:.3f} at the last step "
@@ -529,14 +589,15 @@ def run_demo(args: argparse.Namespace, settings: dict) -> dict:
 
     # 2. Teacher, 3. distillation, 4. the controls (b) and (c), 5. fine-tuning of all three with the same labels (the
     # distilled one then gets a 4-gram LM of the training transcripts, scored on the test split greedily and with it).
-    minutes["teacher"] = ensure_teacher(teacher_dir, corpus_dir, output_dir / "teacher.log") / 60
+    minutes["teacher"] = ensure_teacher(args, output_dir / "teacher.log") / 60
+    kind = teacher_kind(teacher_dir)
     minutes["distillation"] = (
         distill(teacher_dir, corpus_dir, dirs["distilled"], settings, output_dir / "distill.log") / 60
     )
     make_teacher_init_student(teacher_dir, dirs["distilled"], dirs["teacher_init"])
     make_scratch_student(dirs["distilled"], dirs["scratch"])
     lm_text = write_lm_text(corpus_dir, output_dir / "lm_text.txt")
-    asr_dirs = finetune_controls(args, settings, dirs, labelled, lm_text, minutes)
+    asr_dirs = finetune_controls(args, settings, dirs, labelled, lm_text, minutes, kind)
 
     # 6. Free speech: sentences and voices the corpus never had.
     stage = time.time()
@@ -551,8 +612,8 @@ def run_demo(args: argparse.Namespace, settings: dict) -> dict:
     summary = {
         "teacher": {k: teacher[k] for k in ("teacher_kind", "test_wer", "test_cer", "eval_wer", "eval_cer") if k in teacher},
         "teacher_kind": teacher["teacher_kind"],
-        "stand_ins": STAND_IN_NOTE,
-        "labels_note": LABELS_NOTE,
+        "stand_ins": stand_in_note(kind),
+        "labels_note": labels_note(kind),
         "train_clips": train_clips,
         "labelled_train_clips": labelled,
         "controls": {ASR_KEYS[key]: CONTROL_NAMES[key] for key in asr_dirs},
@@ -569,9 +630,9 @@ def run_demo(args: argparse.Namespace, settings: dict) -> dict:
     plot = plot_learning_curves(
         {CONTROL_NAMES[key]: curve for key, curve in summary["learning_curves"].items()},
         output_dir / "learning_curves.png",
-        f"{labelled} labelled clips (stand-ins: supervised teacher, synthetic speech)",
+        f"{labelled} labelled clips (stand-ins: {kind} teacher, synthetic speech)",
     )
-    add_comparison_to_card(asr_dirs["distilled"], table, plot)
+    add_comparison_to_card(asr_dirs["distilled"], table, plot, kind)
     write_json(output_dir / "demo_summary.json", summary)
     paths = {"teacher": teacher_dir, "distilled student + card": dirs["distilled"],
              "speech recogniser + card": asr_dirs["distilled"],

@@ -432,6 +432,69 @@ def build_free_speech_set(output_dir: str | Path, num_workers: int = 2) -> dict:
     return {**info, "skipped": False}
 
 
+def build_unlabelled_set(
+    output_dir: str | Path, corpus_dir: str | Path, num_clips: int = 3000, num_workers: int = 2, seed: int = 1
+) -> dict:
+    """Speak ``num_clips`` more sentences with all training voices into ``output_dir/train`` and write **no
+    transcripts** (metadata.csv holds file_name and speaker_id): untranscribed audio for a self-supervised teacher.
+
+    A third are word-list sentences, the rest from the grammar, drawn with their own ``seed``; every sentence of the
+    corpus's validation and test splits (read from ``corpus_dir``) and of the free-speech set is left out, so no
+    evaluation sentence is ever heard. Skipped when an identical build is there.
+    """
+    output_dir, corpus_dir = Path(output_dir), Path(corpus_dir)
+    held_out = set(FREE_SENTENCES)
+    for split in ("validation", "test"):
+        with open(corpus_dir / split / "metadata.csv", encoding="utf-8", newline="") as file:
+            held_out.update(row["transcription"] for row in csv.DictReader(file))
+    marker = output_dir / "build_info.json"
+    identity = {"version": CORPUS_VERSION, "espeak_ng": _espeak_version(), "clips": num_clips, "seed": seed}
+    info = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
+    if {k: info.get(k) for k in identity} == identity:
+        return {**info, "skipped": True}
+    if output_dir.exists() and any(output_dir.iterdir()) and "clips" not in info:
+        raise FileExistsError(f"{output_dir} holds files that no unlabelled build wrote: give an empty or new folder.")
+    marker.unlink(missing_ok=True)
+    split_dir = output_dir / "train"
+    if split_dir.exists():
+        shutil.rmtree(split_dir)
+    split_dir.mkdir(parents=True)
+    # Draw a few more than needed from each source: the held-out sentences are then removed.
+    num_lexicon = round(num_clips / 3)
+    spare = len(held_out)
+    lexicon = generate_lexicon_sentences(num_lexicon + spare, load_word_list(), seed=seed + 100)
+    grammar = generate_sentences(num_clips - num_lexicon + spare, seed=seed + 100)
+    lexicon = [s for s in lexicon if s not in held_out][:num_lexicon]
+    grammar = [s for s in grammar if s not in held_out][: num_clips - num_lexicon]
+    sentences = lexicon + grammar
+    random.Random(seed).shuffle(sentences)
+    speaker_by_id = {s[0]: s for s in SPEAKERS}
+    rows, jobs = [], []
+    for i, text in enumerate(sentences):
+        sid, voice, speed, pitch = speaker_by_id[TRAIN_SPEAKERS[i % len(TRAIN_SPEAKERS)]]
+        rows.append((f"unlabelled_{i:05d}_{sid}.wav", sid))
+        jobs.append((str(split_dir / rows[-1][0]), voice, speed, pitch, text))
+    num_samples = _synthesize_all(jobs, num_workers)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file_name", "speaker_id"])
+    writer.writerows(rows)
+    (split_dir / "metadata.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    seconds = sum(num_samples) / SAMPLING_RATE
+    info = {**identity, "train": {"clips": len(rows), "seconds": round(seconds, 3), "hours": round(seconds / 3600, 4)}}
+    write_card(
+        output_dir,
+        DatasetCardData(language=["pt"], license="cc0-1.0", tags=[SYNTHETIC_TAG, "espeak-ng", "brazilian-portuguese"]),
+        "# Untranscribed audio of the demo corpus's voices (SYNTHETIC, espeak-ng)\n\n"
+        f"{len(rows)} clips ({info['train']['hours']:.2f} h) of word-list and grammar sentences spoken by the "
+        f"{len(TRAIN_SPEAKERS)} training voices of the demo corpus, with no transcripts: the audio a self-supervised "
+        "stand-in teacher learns from. No sentence of the corpus's validation or test split, or of the free-speech "
+        "set, is spoken. Made by `stand_ins/make_demo_corpus.py --unlabelled_dir`; CC0-1.0.",
+    )
+    marker.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return {**info, "skipped": False}
+
+
 def _holds_only_free_speech_clips(output_dir: Path) -> bool:
     """Whether `output_dir` is missing, empty, or holds just what an interrupted free-speech build leaves: `test/`
     with its clips (`free_*.wav`) and metadata.csv."""

@@ -9,11 +9,12 @@ named a stand-in result, and its card is tagged `stand-in`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCardData
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model
 
 from .cards import STAND_IN_TAG, write_card
 from .models import default_feature_extractor
@@ -87,7 +88,22 @@ def make_stand_in_teacher(output_dir: str | Path, size: str = "tiny", seed: int 
     return output_dir
 
 
+def save_half_precision(model: PreTrainedModel, output_dir: str | Path) -> None:
+    """Save `model` with float16 weights (half the file) and a config that loads them as float32 (fp32 compute)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(output_dir)
+    config = json.loads((output_dir / "config.json").read_text())
+    config["dtype"] = "float32"  # what from_pretrained(dtype="auto") gives: fp16 storage, fp32 compute
+    (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 SHIPPED_TEACHER_DIR = Path(__file__).resolve().parents[1] / "teachers" / "supervised-stand-in"
+SELF_SUPERVISED_TEACHER_DIR = SHIPPED_TEACHER_DIR.with_name("self-supervised-stand-in")
+# How the shipped self-supervised stand-in (SELF_SUPERVISED_TEACHER_DIR) was trained: stand_ins/train_ssl_teacher.py
+# with these arguments, on the demo corpus's training audio and SELF_SUPERVISED_UNLABELLED_CLIPS untranscribed clips.
+SELF_SUPERVISED_ARGS = ["--max_steps", "3500", "--warmup_steps", "350"]
+SELF_SUPERVISED_UNLABELLED_CLIPS = 3000
 
 # The demo's supervised stand-in teacher (SHIPPED_TEACHER_DIR) was trained in two stages by
 # stand_ins/train_teacher.py: its default recipe on the first 9 training voices (stand_ins/make_demo_corpus.py

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: distilxlsr_pt and the model files
 
-from distilxlsr_pt.demo_corpus import SPLITS, build_corpus, build_free_speech_set
+from distilxlsr_pt.demo_corpus import SPLITS, build_corpus, build_free_speech_set, build_unlabelled_set
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--free_speech_dir", help="also build the free-speech test set (sentences outside the grammar) here"
     )
+    parser.add_argument(
+        "--unlabelled_dir",
+        help="also speak more sentences, with no transcripts, here (audio for the self-supervised teacher)",
+    )
+    parser.add_argument("--num_unlabelled", type=int, default=3000, help="number of untranscribed clips")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -65,6 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.free_speech_dir:
         free = build_free_speech_set(args.free_speech_dir, num_workers=args.num_workers)
         print(f"  free-speech test set: {free['test']['clips']} clips in {args.free_speech_dir}")
+    if args.unlabelled_dir:
+        unlabelled = build_unlabelled_set(
+            args.unlabelled_dir, args.output_dir, num_clips=args.num_unlabelled, num_workers=args.num_workers
+        )
+        print(
+            f"  untranscribed: {unlabelled['train']['clips']} clips ({unlabelled['train']['hours']:.2f} h) in "
+            f"{args.unlabelled_dir}"
+        )
 
 
 if __name__ == "__main__":

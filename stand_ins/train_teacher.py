@@ -18,7 +18,6 @@ finetune_ctc.py, run as its own process.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import subprocess
@@ -38,7 +37,7 @@ from configuration_distilxlsr import DistilXLSRConfig
 from distilxlsr_pt.cards import STAND_IN_TAG, write_card
 from distilxlsr_pt.cli import HelpFormatter, precision_flags
 from distilxlsr_pt.results import read_results, write_results
-from distilxlsr_pt.stand_ins import SIZES, stand_in_teacher_config
+from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_teacher_config
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
 TEACHER_KIND = "supervised"
@@ -124,12 +123,7 @@ def train_ctc(args: argparse.Namespace, work_dir: Path) -> dict:
 
 def save_teacher(ctc_dir: Path, output_dir: Path, results: dict, command: str) -> None:
     """Save the CTC model as transformers' `Wav2Vec2ForCTC` with float16 weights (loaded back as float32)."""
-    model = DistilXLSRForCTC.from_pretrained(ctc_dir, dtype=torch.float32).to_wav2vec2()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.to(torch.float16).save_pretrained(output_dir)
-    config = json.loads((output_dir / "config.json").read_text())
-    config["dtype"] = "float32"  # what from_pretrained(dtype="auto") gives: fp16 storage, fp32 compute
-    (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_half_precision(DistilXLSRForCTC.from_pretrained(ctc_dir, dtype=torch.float32).to_wav2vec2(), output_dir)
     for name in PROCESSOR_FILES:
         if (ctc_dir / name).exists():
             shutil.copy(ctc_dir / name, output_dir / name)

@@ -74,6 +74,16 @@ def last_json(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    """A tiny demo corpus (16 / 4 / 4 clips); a test module may define its own."""
+    from distilxlsr_pt.demo_corpus import build_corpus
+
+    directory = tmp_path_factory.mktemp("corpus") / "corpus"
+    build_corpus(directory, num_train=16, num_validation=4, num_test=4, num_workers=2)
+    return directory
+
+
 @pytest.fixture
 def tiny_teacher_config():
     return stand_in_teacher_config("tiny")

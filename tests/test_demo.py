@@ -1,5 +1,9 @@
-"""The demo's controls (issue 20): (b) is exactly the teacher-initialised student, (c) trains its conv front end."""
+"""The demo's controls (issue 20): (b) is exactly the teacher-initialised student, (c) trains its conv front end; its
+teachers (issue 21): the self-supervised stand-in by default, trained as shipped when missing."""
 
+import argparse
+import json
+import shlex
 import shutil
 
 import pytest
@@ -8,8 +12,16 @@ from transformers import Wav2Vec2Model
 
 import demo
 from configuration_distilxlsr import DistilXLSRConfig
+from distilxlsr_pt import demo_corpus
+from distilxlsr_pt.cards import stand_in_kind
 from distilxlsr_pt.demo_corpus import build_corpus
-from distilxlsr_pt.stand_ins import stand_in_teacher_config
+from distilxlsr_pt.stand_ins import (
+    SELF_SUPERVISED_ARGS,
+    SELF_SUPERVISED_TEACHER_DIR,
+    SELF_SUPERVISED_UNLABELLED_CLIPS,
+    SHIPPED_TEACHER_DIR,
+    stand_in_teacher_config,
+)
 from finetune_ctc import main as finetune_main
 from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
 
@@ -69,3 +81,31 @@ def test_the_scratch_baseline_trains_its_front_end_and_the_distilled_recipe_keep
     assert any(key.startswith("conv_layers.0.") for key in changed["scratch"])  # the first conv layer learns too
     assert len(changed["scratch"]) == len(before)  # every front-end weight got a gradient and moved
     assert changed["distilled recipe"] == []
+
+
+def test_the_demo_distils_the_self_supervised_teacher_unless_told_supervised(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(demo, "run_demo", lambda args, settings: chosen.append(args.teacher_dir))
+    demo.main([])
+    demo.main(["--teacher", "supervised"])
+    demo.main(["--teacher", "supervised", "--teacher_dir", "elsewhere"])
+    assert chosen == [str(SELF_SUPERVISED_TEACHER_DIR), str(SHIPPED_TEACHER_DIR), "elsewhere"]
+    assert "SELF-SUPERVISED" in demo.stand_in_note("self-supervised") and "no transcript" in demo.labels_note(
+        "self-supervised"
+    )
+
+
+def test_a_missing_self_supervised_teacher_is_trained_as_the_shipped_one_was(monkeypatch, tmp_path):
+    commands, built = [], []
+    monkeypatch.setattr(demo, "run", lambda command, log: commands.append(command) or 1.0)
+    monkeypatch.setattr(demo_corpus, "build_unlabelled_set", lambda *args, **kwargs: built.append((args, kwargs)))
+    args = argparse.Namespace(teacher="self-supervised", teacher_dir=str(tmp_path / "teacher"), corpus_dir="corpus",
+                              unlabelled_dir=str(tmp_path / "unlabelled"))  # fmt: skip
+    demo.ensure_teacher(args, tmp_path / "teacher.log")
+    assert built[0][1]["num_clips"] == SELF_SUPERVISED_UNLABELLED_CLIPS
+    assert commands[0][1] == "stand_ins/train_ssl_teacher.py"
+    assert commands[0][-len(SELF_SUPERVISED_ARGS) :] == SELF_SUPERVISED_ARGS
+    # The shipped teacher was made with the same arguments (its card gives the command).
+    shipped = shlex.split(json.loads((SELF_SUPERVISED_TEACHER_DIR / "teacher_results.json").read_text())["command"])
+    assert " ".join(SELF_SUPERVISED_ARGS) in " ".join(shipped)
+    assert stand_in_kind(SELF_SUPERVISED_TEACHER_DIR) == "self-supervised"

@@ -11,16 +11,8 @@ from conftest import run_fresh_python
 from safetensors import safe_open
 
 import train_distill
-from distilxlsr_pt.demo_corpus import build_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("corpus") / "corpus"
-    build_corpus(directory, num_train=16, num_validation=4, num_test=4, num_workers=2)
-    return directory
 
 
 @pytest.fixture(scope="module")

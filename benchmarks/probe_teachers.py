@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""How much does each stand-in teacher know? A frozen-feature probe (`distilxlsr_pt/probe.py`): a linear CTC head on
+the teacher's layer-12 features, trained on the first 150 labelled clips of the demo corpus's training split (the
+demo's fine-tuning labels), scored on the test split (held-out speakers). Compared: a random-weight teacher of the
+same architecture, the supervised stand-in and the self-supervised stand-in.
+
+    python benchmarks/probe_teachers.py --output_dir benchmarks     # benchmarks/teacher_probe_results.json
+
+The self-supervised teacher's card gets the table (section "Frozen-feature probe").
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model files
+
+from transformers import AutoModel
+
+from distilxlsr_pt.cards import set_card_section
+from distilxlsr_pt.cli import argument_parser
+from distilxlsr_pt.probe import LabelledClips, probe_encoder
+from distilxlsr_pt.results import write_json
+from distilxlsr_pt.stand_ins import SELF_SUPERVISED_TEACHER_DIR, SHIPPED_TEACHER_DIR, make_stand_in_teacher
+
+TEACHERS = {"random weights": None, "supervised": SHIPPED_TEACHER_DIR, "self-supervised": SELF_SUPERVISED_TEACHER_DIR}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--data_dir", default="demo_corpus", help="The demo corpus (default: %(default)s).")
+    parser.add_argument("--output_dir", default="benchmarks", help="Where teacher_probe_results.json goes.")
+    parser.add_argument("--labelled", type=int, default=150, help="Labelled training clips of the probe.")
+    parser.add_argument("--layer", type=int, default=12, help="The teacher layer probed.")
+    parser.add_argument("--steps", type=int, default=1500, help="Full-batch Adam steps of the probe.")
+    args = parser.parse_args(argv)
+    train = LabelledClips.read(Path(args.data_dir) / "train", args.labelled)
+    test = LabelledClips.read(Path(args.data_dir) / "test")
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, path in TEACHERS.items():
+            path = path or make_stand_in_teacher(Path(scratch) / "random", size="demo", seed=0)
+            started = time.time()
+            rows[name] = probe_encoder(AutoModel.from_pretrained(path), train, test, args.layer, steps=args.steps)
+            rows[name]["minutes"] = (time.time() - started) / 60
+            print(f"{name}: test CER {rows[name]['test_cer']:.3f}, WER {rows[name]['test_wer']:.3f}")
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "layer": args.layer,
+        "labelled_train_clips": len(train.paths),
+        "test_clips": len(test.paths),
+        "probe_steps": args.steps,
+        "teachers": rows,
+    }
+    write_json(Path(args.output_dir) / "teacher_probe_results.json", results)
+    if (SELF_SUPERVISED_TEACHER_DIR / "README.md").exists():
+        set_card_section(SELF_SUPERVISED_TEACHER_DIR, "## Frozen-feature probe", probe_table(results))
+    print(probe_table(results))
+    return results
+
+
+def probe_table(results: dict) -> str:
+    lines = [
+        f"A linear CTC head on frozen layer-{results['layer']} features, trained on {results['labelled_train_clips']} "
+        f"labelled clips of the demo corpus, scored on its {results['test_clips']} test clips (held-out speakers), "
+        f"greedy decoding; measured {results['date']} (`benchmarks/probe_teachers.py`).",
+        "",
+        "| teacher (stand-ins, synthetic speech) | test CER | test WER |",
+        "|---|---|---|",
+    ]
+    for name, row in results["teachers"].items():
+        lines.append(f"| {name} | {row['test_cer']:.3f} | {row['test_wer']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Train a SELF-SUPERVISED stand-in teacher: XLSR-53's architecture family, taught by untranscribed audio alone.
+
+XLSR-53 learnt from 56k hours of speech without transcripts. The supervised stand-in (`stand_ins/train_teacher.py`)
+read every transcript of the demo corpus, so what its students inherit is partly those labels. This teacher hears the
+demo's training audio and more untranscribed clips of the same voices (`make_demo_corpus.py --unlabelled_dir`) and
+reads no transcript: HuBERT's first iteration (k-means units of MFCCs, masked prediction; `distilxlsr_pt/ssl_teacher.py`).
+
+    python stand_ins/make_demo_corpus.py --output_dir demo_corpus --unlabelled_dir demo_unlabelled
+    python stand_ins/train_ssl_teacher.py --output_dir teachers/ssl-stand-in
+
+The teacher is saved as transformers' own `Wav2Vec2Model` (float16 weights, loaded as float32) with its feature
+extractor, `teacher_results.json` and a model card. Checkpoints and the k-means units stay in OUTPUT_DIR/training/;
+`--resume_from_checkpoint latest` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model files
+
+import torch
+from datasets import Dataset
+from huggingface_hub import ModelCardData
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from configuration_distilxlsr import DistilXLSRConfig
+from distilxlsr_pt.cards import STAND_IN_TAG, write_card
+from distilxlsr_pt.checks import check_output_dir
+from distilxlsr_pt.cli import HelpFormatter, precision_flags
+from distilxlsr_pt.models import default_feature_extractor
+from distilxlsr_pt.results import write_results
+from distilxlsr_pt.ssl_teacher import (
+    MASK_LENGTH,
+    MASK_PROB,
+    MaskedUnitCollator,
+    MaskedUnitPredictionModel,
+    Units,
+    load_clips,
+    unit_dataset,
+    untranscribed_clips,
+)
+from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_teacher_config
+from modeling_distilxlsr import DistilXLSRModel
+
+TEACHER_KIND = "self-supervised"
+RUN_FILES = [r"training(/.*)?", r"model\.safetensors", r"config\.json", r"teacher_results\.json"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="Where the teacher, its card and training/ go.")
+    parser.add_argument(
+        "--audio_dirs",
+        nargs="+",
+        default=["demo_corpus/train", "demo_unlabelled/train"],
+        help="Audiofolder splits whose audio it learns from (their metadata.csv names the clips; no transcript is read).",
+    )
+    parser.add_argument(
+        "--eval_dir", default="demo_corpus/validation", help="Audiofolder split for the masked-prediction eval loss."
+    )
+    parser.add_argument("--size", default="demo", choices=sorted(SIZES), help="Architecture (stand_ins.SIZES).")
+    parser.add_argument("--num_units", type=int, default=100, help="k-means clusters of the MFCC frames.")
+    parser.add_argument("--max_steps", type=int, default=3500, help="Training steps (the shipped teacher: 3500).")
+    parser.add_argument("--per_device_train_batch_size", type=int, default=8, help="Clips per step.")
+    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate (AdamW).")
+    parser.add_argument("--warmup_steps", type=int, default=350, help="Linear warm-up, then linear decay.")
+    parser.add_argument("--save_steps", type=int, default=250, help="Save a checkpoint every N steps.")
+    parser.add_argument("--eval_steps", type=int, default=500, help="Eval loss on --eval_dir every N steps.")
+    parser.add_argument("--logging_steps", type=int, default=50, help="Log the training loss every N steps.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, k-means and masks.")
+    parser.add_argument(
+        "--resume_from_checkpoint", help="'latest' (the last checkpoint in OUTPUT_DIR/training, if any) or a folder."
+    )
+    return parser.parse_args(argv)
+
+
+def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, Dataset, int]:
+    """The training and eval clips with their frames' k-means units (fitted on the training audio once, then read
+    from training/units.npz); returns both datasets and the number of units."""
+    audio, features = load_clips(untranscribed_clips(args.audio_dirs))
+    path = training_dir / "units.npz"
+    if path.exists():
+        units = Units.load(path)
+    else:
+        started = time.time()
+        units = Units.fit(features, num_units=args.num_units, seed=args.seed)
+        print(f"k-means: {args.num_units} units of {sum(map(len, features)):,} frames in {time.time() - started:.0f} s")
+        units.save(path)
+    eval_audio, eval_features = load_clips(untranscribed_clips([args.eval_dir]))
+    train_dataset = unit_dataset(audio, [units.assign(f) for f in features])
+    eval_dataset = unit_dataset(eval_audio, [units.assign(f) for f in eval_features])
+    return train_dataset, eval_dataset, len(units.centres)
+
+
+def build_model(size: str, num_units: int, seed: int) -> MaskedUnitPredictionModel:
+    """A random-weight 12-layer model of XLSR-53's family (DistilXLSR's classes: a CPU-fast front end) with a unit
+    head; no dropout or layerdrop (the data are small and clean, the run short)."""
+    torch.manual_seed(seed)
+    no_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
+    teacher_config = stand_in_teacher_config(size, layerdrop=0.0, **no_dropout)
+    config = DistilXLSRConfig.from_teacher_config(
+        teacher_config, num_hidden_layers=teacher_config.num_hidden_layers, teacher_layers=[1]
+    )
+    return MaskedUnitPredictionModel(DistilXLSRModel(config, add_prediction_heads=False), num_units)
+
+
+def train(
+    args: argparse.Namespace,
+    model: MaskedUnitPredictionModel,
+    train_dataset: Dataset,
+    eval_dataset: Dataset,
+    training_dir: Path,
+) -> dict:
+    """Masked unit prediction with transformers' Trainer (checkpoints, resuming, schedule, logging)."""
+    resume = args.resume_from_checkpoint
+    if resume == "latest":
+        resume = get_last_checkpoint(str(training_dir))  # none yet: start from the beginning
+    training_args = TrainingArguments(
+        output_dir=str(training_dir),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_train_batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        lr_scheduler_type="linear",
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        logging_steps=args.logging_steps,
+        eval_strategy="steps",
+        eval_steps=args.eval_steps,
+        save_steps=args.save_steps,
+        save_total_limit=1,
+        report_to="none",
+        seed=args.seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["unit_labels"],
+        bf16="--bf16" in precision_flags(),
+        use_cpu="--use_cpu" in precision_flags(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=MaskedUnitCollator(default_feature_extractor()),
+    )
+    output = trainer.train(resume_from_checkpoint=resume)
+    metrics = {**output.metrics, **trainer.evaluate()}
+    metrics.update(
+        train_clips=len(train_dataset),
+        train_hours=round(sum(train_dataset["length"]) / 16000 / 3600, 3),
+        log_history=[entry for entry in trainer.state.log_history if "loss" in entry or "eval_loss" in entry],
+    )
+    return metrics
+
+
+def save_teacher(model: MaskedUnitPredictionModel, output_dir: Path, results: dict) -> None:
+    """The backbone as transformers' `Wav2Vec2Model` (float16 weights), its feature extractor, results and card."""
+    save_half_precision(model.backbone.to_wav2vec2(), output_dir)
+    default_feature_extractor().save_pretrained(output_dir)
+    write_results(output_dir, "teacher", results)
+    write_teacher_card(output_dir, results)
+
+
+def write_teacher_card(output_dir: Path, results: dict) -> None:
+    data = ModelCardData(
+        language="pt",
+        license="apache-2.0",
+        library_name="transformers",
+        tags=["feature-extraction", STAND_IN_TAG, TEACHER_KIND, "hubert-iteration-1", "synthetic-data"],
+    )
+    body = f"""# Self-supervised stand-in teacher (NOT facebook/wav2vec2-large-xlsr-53)
+
+A {results["parameters"]:,}-parameter `Wav2Vec2Model` of XLSR-53's architecture family (layer-norm conv front end,
+stable-layer-norm encoder; 12 layers, 192 wide, 128-channel front end), trained from random weights by DistilXLSR-PT's
+`stand_ins/train_ssl_teacher.py` on **untranscribed** audio only: {results["train_clips"]:,} clips
+({results["train_hours"]} h) of the project's **synthetic** espeak-ng Brazilian Portuguese demo corpus (the training
+split's audio and the untranscribed clips of `make_demo_corpus.py --unlabelled_dir`, all 48 training voices). No
+transcript was read; no validation, test or free-speech sentence was heard in training.
+
+Recipe: HuBERT's first iteration. Targets are {results["num_units"]} k-means units (scikit-learn `MiniBatchKMeans`) of
+13 MFCCs with deltas and delta-deltas (librosa) at the model's 50 Hz frames; spans of {MASK_LENGTH} frames (start
+probability {MASK_PROB}) of the projected features are replaced by the learned mask vector, and a linear head (not
+saved) predicts the unit of each masked frame (cross-entropy on masked frames only). {results["max_steps"]:,} steps of
+{results["batch_size"]} clips, AdamW at {results["learning_rate"]} with a linear schedule; final masked-prediction eval
+loss {results.get("eval_loss", float("nan")):.3f} (validation audio; ln {results["num_units"]} =
+{torch.log(torch.tensor(float(results["num_units"]))):.2f} is chance).
+
+It is a stand-in: XLSR-53 learnt from 56k hours of real speech in 53 languages. It exists so that the demo can show a
+student inheriting knowledge that no label gave, offline, on a CPU. Weights are stored in float16; `from_pretrained`
+loads them as float32. Remake it with (training took {results["minutes"]:.0f} minutes on 2 CPU cores):
+
+```bash
+python stand_ins/make_demo_corpus.py --output_dir demo_corpus --unlabelled_dir demo_unlabelled
+{results["command"]}
+```
+"""
+    write_card(output_dir, data, body)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    command = "python stand_ins/train_ssl_teacher.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    started = time.time()
+    output_dir = Path(args.output_dir)
+    check_output_dir(output_dir, RUN_FILES, overwrite=False, resuming=bool(args.resume_from_checkpoint), lock=True)
+    training_dir = output_dir / "training"
+    training_dir.mkdir(exist_ok=True)
+    train_dataset, eval_dataset, num_units = build_data(args, training_dir)
+    model = build_model(args.size, num_units, args.seed)
+    metrics = train(args, model, train_dataset, eval_dataset, training_dir)
+    results = {
+        "teacher_kind": TEACHER_KIND,
+        "command": command,
+        "num_units": num_units,
+        "max_steps": args.max_steps,
+        "batch_size": args.per_device_train_batch_size,
+        "learning_rate": args.learning_rate,
+        "parameters": sum(p.numel() for p in model.backbone.parameters()),
+        "minutes": (time.time() - started) / 60,
+        **metrics,
+    }
+    save_teacher(model, output_dir, results)
+    print(f"Saved the self-supervised stand-in teacher to {output_dir}: eval loss {results.get('eval_loss'):.3f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
