@@ -13,11 +13,11 @@ initialisation alone gives) and (c) the same architecture from random weights wi
 own learning rate (what the labels alone give) -> test WER/CER of each, on the held-out speakers and on free sentences
 outside the corpus's grammar, and a learning-curve plot. `--quick` fine-tunes (a) and (c) only.
 
-Everything here is a stand-in, and the summary says so: the teacher is a SELF-SUPERVISED STAND-IN of XLSR-53's
-architecture family trained by this project on untranscribed audio (`stand_ins/train_ssl_teacher.py`, HuBERT's first
-iteration; shipped in teachers/, the real XLSR-53 needs the Hub), or with `--teacher supervised` the SUPERVISED
-STAND-IN CTC-trained on every transcript of the corpus (`stand_ins/train_teacher.py`), and the corpus is SYNTHETIC
-Brazilian Portuguese speech (espeak-ng). The same scripts, pointed at facebook/wav2vec2-large-xlsr-53 and real corpora,
+Everything here is a stand-in, and the summary says so: the teacher is the SUPERVISED STAND-IN of XLSR-53's
+architecture family, CTC-trained by this project on every transcript of the corpus (`stand_ins/train_teacher.py`), or
+with `--teacher self-supervised` the SELF-SUPERVISED STAND-IN trained on untranscribed audio only
+(`stand_ins/train_ssl_teacher.py`, HuBERT's first iteration); both are shipped in teachers/ (the real XLSR-53 needs the
+Hub), and the corpus is SYNTHETIC Brazilian Portuguese speech (espeak-ng). The same scripts, pointed at facebook/wav2vec2-large-xlsr-53 and real corpora,
 are the real recipe (see README.md).
 """
 
@@ -104,7 +104,9 @@ CONTROL_NAMES = {
 }
 # The demo's teachers (`--teacher`), both shipped in teachers/ and trained here when missing.
 TEACHER_DIRS = {"self-supervised": SELF_SUPERVISED_TEACHER_DIR, "supervised": SHIPPED_TEACHER_DIR}
-DEFAULT_TEACHER = "self-supervised"
+# The supervised one stays the default: distilled from the self-supervised one, the student reached test CER 0.483
+# against the supervised teacher's 0.130 (README: The self-supervised stand-in teacher; issue 21's targets not met).
+DEFAULT_TEACHER = "supervised"
 LABELS_NOTES = {
     "supervised": 'The supervised stand-in teacher was trained on all 1,500 training transcripts: "150 labelled '
     "clips\" describes the students' fine-tuning only, and what (a) and (b) inherit from the teacher includes those "
@@ -440,8 +442,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--teacher",
         default=DEFAULT_TEACHER,
         choices=sorted(TEACHER_DIRS),
-        help="Which stand-in teacher to distil: self-supervised (untranscribed audio only, as XLSR-53) or supervised "
-        "(CTC on every transcript of the corpus).",
+        help="Which stand-in teacher to distil: supervised (CTC on every transcript of the corpus) or self-supervised "
+        "(untranscribed audio only, as XLSR-53; its students are weaker here: README).",
     )
     parser.add_argument(
         "--teacher_dir", help="The teacher's folder (trained here if absent); default: --teacher's, in teachers/."

@@ -16,6 +16,8 @@ extractor, `teacher_results.json` and a model card. Checkpoints and the k-means 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import shlex
 import sys
 import time
@@ -27,7 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model 
 import torch
 from datasets import Dataset
 from huggingface_hub import ModelCardData
-from transformers import Trainer, TrainingArguments
+from transformers import AutoConfig, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from configuration_distilxlsr import DistilXLSRConfig
@@ -155,7 +157,7 @@ def train(
         data_collator=MaskedUnitCollator(default_feature_extractor()),
     )
     output = trainer.train(resume_from_checkpoint=resume)
-    metrics = {**output.metrics, **trainer.evaluate()}
+    metrics = {**output.metrics, **trainer.evaluate(), "resumed_from": Path(resume).name if resume else None}
     metrics.update(
         train_clips=len(train_dataset),
         train_hours=round(sum(train_dataset["length"]) / 16000 / 3600, 3),
@@ -173,6 +175,10 @@ def save_teacher(model: MaskedUnitPredictionModel, output_dir: Path, results: di
 
 
 def write_teacher_card(output_dir: Path, results: dict) -> None:
+    config = AutoConfig.from_pretrained(output_dir)
+    timing = f"training took {results['minutes']:.0f} minutes on {os.cpu_count()} CPU cores" + (
+        f", in the run that resumed from {results['resumed_from']}" if results.get("resumed_from") else ""
+    )
     data = ModelCardData(
         language="pt",
         license="apache-2.0",
@@ -182,10 +188,10 @@ def write_teacher_card(output_dir: Path, results: dict) -> None:
     body = f"""# Self-supervised stand-in teacher (NOT facebook/wav2vec2-large-xlsr-53)
 
 A {results["parameters"]:,}-parameter `Wav2Vec2Model` of XLSR-53's architecture family (layer-norm conv front end,
-stable-layer-norm encoder; 12 layers, 192 wide, 128-channel front end), trained from random weights by DistilXLSR-PT's
+stable-layer-norm encoder; {config.num_hidden_layers} layers, {config.hidden_size} wide, {config.conv_dim[0]}-channel front end), trained from random weights by DistilXLSR-PT's
 `stand_ins/train_ssl_teacher.py` on **untranscribed** audio only: {results["train_clips"]:,} clips
 ({results["train_hours"]} h) of the project's **synthetic** espeak-ng Brazilian Portuguese demo corpus (the training
-split's audio and the untranscribed clips of `make_demo_corpus.py --unlabelled_dir`, all 48 training voices). No
+split's audio and the untranscribed clips of `make_demo_corpus.py --unlabelled_dir`, spoken by the training voices). No
 transcript was read; no validation, test or free-speech sentence was heard in training.
 
 Recipe: HuBERT's first iteration. Targets are {results["num_units"]} k-means units (scikit-learn `MiniBatchKMeans`) of
@@ -194,11 +200,11 @@ probability {MASK_PROB}) of the projected features are replaced by the learned m
 saved) predicts the unit of each masked frame (cross-entropy on masked frames only). {results["max_steps"]:,} steps of
 {results["batch_size"]} clips, AdamW at {results["learning_rate"]} with a linear schedule; final masked-prediction eval
 loss {results.get("eval_loss", float("nan")):.3f} (validation audio; ln {results["num_units"]} =
-{torch.log(torch.tensor(float(results["num_units"]))):.2f} is chance).
+{math.log(results["num_units"]):.2f} is chance).
 
 It is a stand-in: XLSR-53 learnt from 56k hours of real speech in 53 languages. It exists so that the demo can show a
 student inheriting knowledge that no label gave, offline, on a CPU. Weights are stored in float16; `from_pretrained`
-loads them as float32. Remake it with (training took {results["minutes"]:.0f} minutes on 2 CPU cores):
+loads them as float32. Remake it with ({timing}):
 
 ```bash
 python stand_ins/make_demo_corpus.py --output_dir demo_corpus --unlabelled_dir demo_unlabelled

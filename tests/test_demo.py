@@ -1,5 +1,6 @@
 """The demo's controls (issue 20): (b) is exactly the teacher-initialised student, (c) trains its conv front end; its
-teachers (issue 21): the self-supervised stand-in by default, trained as shipped when missing."""
+teachers (issue 21): the supervised stand-in by default, the self-supervised one on request, trained as shipped
+when missing."""
 
 import argparse
 import json
@@ -83,13 +84,13 @@ def test_the_scratch_baseline_trains_its_front_end_and_the_distilled_recipe_keep
     assert changed["distilled recipe"] == []
 
 
-def test_the_demo_distils_the_self_supervised_teacher_unless_told_supervised(monkeypatch):
+def test_the_demo_distils_the_supervised_teacher_unless_told_self_supervised(monkeypatch):
     chosen = []
     monkeypatch.setattr(demo, "run_demo", lambda args, settings: chosen.append(args.teacher_dir))
     demo.main([])
-    demo.main(["--teacher", "supervised"])
-    demo.main(["--teacher", "supervised", "--teacher_dir", "elsewhere"])
-    assert chosen == [str(SELF_SUPERVISED_TEACHER_DIR), str(SHIPPED_TEACHER_DIR), "elsewhere"]
+    demo.main(["--teacher", "self-supervised"])
+    demo.main(["--teacher", "self-supervised", "--teacher_dir", "elsewhere"])
+    assert chosen == [str(SHIPPED_TEACHER_DIR), str(SELF_SUPERVISED_TEACHER_DIR), "elsewhere"]
     assert "SELF-SUPERVISED" in demo.stand_in_note("self-supervised") and "no transcript" in demo.labels_note(
         "self-supervised"
     )
