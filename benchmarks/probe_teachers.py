@@ -27,7 +27,8 @@ from transformers import AutoModel
 
 from distilxlsr_pt.cards import set_card_section
 from distilxlsr_pt.cli import argument_parser
-from distilxlsr_pt.probe import LabelledClips, probe_encoder
+from distilxlsr_pt.data import DatasetSplit
+from distilxlsr_pt.probe import probe_encoder
 from distilxlsr_pt.results import write_json
 from distilxlsr_pt.stand_ins import SELF_SUPERVISED_TEACHER_DIR, SHIPPED_TEACHER_DIR, make_stand_in_teacher
 
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     names = args.teachers.split(",")
     if unknown := set(names) - set(TEACHERS):
         parser.error(f"--teachers: unknown {sorted(unknown)}; choose from {list(TEACHERS)}")
-    train = LabelledClips.read(Path(args.data_dir) / "train", args.labelled)
-    test = LabelledClips.read(Path(args.data_dir) / "test")
+    train = DatasetSplit(data_dir=args.data_dir, split="train", max_samples=args.labelled)
+    test = DatasetSplit(data_dir=args.data_dir, split="test")
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "layer": args.layer,
-        "labelled_train_clips": len(train.paths),
-        "test_clips": len(test.paths),
+        "labelled_train_clips": args.labelled,
+        "test_clips": rows[names[0]]["test_clips"],
         "probe_steps": args.steps,
         "teachers": rows,
     }

@@ -8,46 +8,49 @@ test clips are decoded greedily and scored by character error rate. Same recipe,
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+import json
+import tempfile
 from pathlib import Path
 
-import jiwer
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+from transformers import Wav2Vec2CTCTokenizer
 
-from .audio import SAMPLING_RATE, load_audio
+from .audio import SAMPLING_RATE
+from .data import DatasetSplit, load_clips
+from .decoding import error_rates, greedy_transcripts
 from .models import default_feature_extractor
-from .text import build_vocabulary, normalize_text
+from .text import build_vocabulary
 
 WORD_DELIMITER = "|"
 
 
-@dataclass
-class LabelledClips:
-    """Audio paths and normalised transcripts of the first `limit` clips of an audiofolder split."""
-
-    paths: list[Path]
-    texts: list[str]
-
-    @classmethod
-    def read(cls, split_dir: str | Path, limit: int | None = None) -> LabelledClips:
-        with open(Path(split_dir) / "metadata.csv", encoding="utf-8", newline="") as file:
-            rows = list(csv.DictReader(file))[:limit]
-        return cls(
-            [Path(split_dir) / row["file_name"] for row in rows], [normalize_text(r["transcription"]) for r in rows]
+def ctc_tokenizer(vocabulary: dict[str, int]) -> Wav2Vec2CTCTokenizer:
+    """The character tokenizer of a `build_vocabulary` vocabulary, as finetune_ctc.py makes it (blank = pad = id 0,
+    no sentence marks)."""
+    with tempfile.TemporaryDirectory() as folder:
+        vocab_file = Path(folder) / "vocab.json"
+        vocab_file.write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
+        return Wav2Vec2CTCTokenizer(
+            str(vocab_file),
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            word_delimiter_token=WORD_DELIMITER,
+            bos_token=None,
+            eos_token=None,
         )
 
 
-def layer_features(model: nn.Module, paths: list[Path], layer: int) -> list[torch.Tensor]:
+def layer_features(model: nn.Module, audio: list[np.ndarray], layer: int) -> list[torch.Tensor]:
     """`hidden_states[layer]` (frames x hidden_size) of a frozen transformers speech encoder, clip by clip."""
     feature_extractor = default_feature_extractor()
     model.eval()
     features = []
     with torch.inference_mode():
-        for path in tqdm(paths, desc=f"layer {layer} features", unit="clip"):
-            inputs = feature_extractor(load_audio(path), sampling_rate=SAMPLING_RATE, return_tensors="pt")
+        for clip in tqdm(audio, desc=f"layer {layer} features", unit="clip"):
+            inputs = feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt")
             hidden_states = model(inputs["input_values"], output_hidden_states=True).hidden_states
             features.append(hidden_states[layer][0].float())
     return features
@@ -84,23 +87,21 @@ def train_linear_ctc_probe(
     return probe
 
 
-def greedy_transcripts(probe: nn.Linear, features: list[torch.Tensor], vocabulary: dict[str, int]) -> list[str]:
-    """Best path, repeats merged, blanks (id 0) dropped, the word delimiter read as a space."""
-    tokens = {index: token for token, index in vocabulary.items()}
-    transcripts = []
+def probe_transcripts(probe: nn.Linear, features: list[torch.Tensor], vocabulary: dict[str, int]) -> list[str]:
+    """The probe's greedy transcripts, by the project's one greedy decoder (`decoding.greedy_transcripts`)."""
     with torch.inference_mode():
-        for clip in features:
-            ids = torch.unique_consecutive(probe(clip).argmax(-1)).tolist()
-            text = "".join(tokens[i] for i in ids if i != 0).replace(WORD_DELIMITER, " ")
-            transcripts.append(" ".join(text.split()))
-    return transcripts
+        logits = [probe(clip).numpy() for clip in features]
+    return greedy_transcripts(ctc_tokenizer(vocabulary), logits)
 
 
 def probe_encoder(
-    model: nn.Module, train: LabelledClips, test: LabelledClips, layer: int, steps: int = 1500, seed: int = 0
+    model: nn.Module, train: DatasetSplit, test: DatasetSplit, layer: int, steps: int = 1500, seed: int = 0
 ) -> dict[str, float]:
     """Train the probe on `train`'s layer-`layer` features; the test CER and WER of its greedy transcripts."""
-    vocabulary = build_vocabulary(train.texts, word_delimiter_token=WORD_DELIMITER)
-    probe = train_linear_ctc_probe(layer_features(model, train.paths, layer), train.texts, vocabulary, steps, seed=seed)
-    predictions = greedy_transcripts(probe, layer_features(model, test.paths, layer), vocabulary)
-    return {"test_cer": jiwer.cer(test.texts, predictions), "test_wer": jiwer.wer(test.texts, predictions)}
+    train_audio, train_texts = load_clips(train)
+    test_audio, test_texts = load_clips(test)
+    vocabulary = build_vocabulary(train_texts, word_delimiter_token=WORD_DELIMITER)
+    probe = train_linear_ctc_probe(layer_features(model, train_audio, layer), train_texts, vocabulary, steps, seed=seed)
+    predictions = probe_transcripts(probe, layer_features(model, test_audio, layer), vocabulary)
+    rates = error_rates(test_texts, predictions)
+    return {"test_cer": rates["cer"], "test_wer": rates["wer"], "test_clips": len(test_texts)}
