@@ -377,11 +377,17 @@ def _synthesize_all(jobs: list[tuple[str, str, int, int, str]], num_workers: int
         return num_samples
 
 
-def _write_metadata(split_dir: Path, rows: list[tuple[str, str, str]], num_samples: list[int]) -> dict:
-    """Write ``split_dir/metadata.csv`` (file_name, transcription, speaker_id) and return the split's statistics."""
+def _write_metadata(
+    split_dir: Path,
+    rows: list[tuple[str, ...]],
+    num_samples: list[int],
+    header: tuple[str, ...] = ("file_name", "transcription", "speaker_id"),
+) -> dict:
+    """Write ``split_dir/metadata.csv`` (``header``: by default file_name, transcription, speaker_id; the speaker last)
+    and return the split's statistics."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file_name", "transcription", "speaker_id"])
+    writer.writerow(header)
     writer.writerows(rows)
     (split_dir / "metadata.csv").write_text(buffer.getvalue(), encoding="utf-8")
     seconds = sum(num_samples) / SAMPLING_RATE
@@ -389,7 +395,7 @@ def _write_metadata(split_dir: Path, rows: list[tuple[str, str, str]], num_sampl
         "clips": len(rows),
         "seconds": round(seconds, 3),
         "hours": round(seconds / 3600, 4),
-        "speakers": sorted({r[2] for r in rows}),
+        "speakers": sorted({r[-1] for r in rows}),
     }
 
 
@@ -474,14 +480,8 @@ def build_unlabelled_set(
         sid, voice, speed, pitch = speaker_by_id[TRAIN_SPEAKERS[i % len(TRAIN_SPEAKERS)]]
         rows.append((f"unlabelled_{i:05d}_{sid}.wav", sid))
         jobs.append((str(split_dir / rows[-1][0]), voice, speed, pitch, text))
-    num_samples = _synthesize_all(jobs, num_workers)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file_name", "speaker_id"])
-    writer.writerows(rows)
-    (split_dir / "metadata.csv").write_text(buffer.getvalue(), encoding="utf-8")
-    seconds = sum(num_samples) / SAMPLING_RATE
-    info = {**identity, "train": {"clips": len(rows), "seconds": round(seconds, 3), "hours": round(seconds / 3600, 4)}}
+    stats = _write_metadata(split_dir, rows, _synthesize_all(jobs, num_workers), header=("file_name", "speaker_id"))
+    info = {**identity, "train": stats}
     write_card(
         output_dir,
         DatasetCardData(language=["pt"], license="cc0-1.0", tags=[SYNTHETIC_TAG, "espeak-ng", "brazilian-portuguese"]),
