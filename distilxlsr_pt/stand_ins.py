@@ -68,6 +68,22 @@ def stand_in_teacher_config(size: str = "tiny", **overrides) -> Wav2Vec2Config:
     return Wav2Vec2Config(**{**XLSR53_ARCHITECTURE, **SIZES[size], **overrides})
 
 
+def stand_in_backbone(size: str = "tiny", seed: int = 0, **overrides):
+    """A random-weight `DistilXLSRModel` (no prediction heads) of XLSR-53's family: the teachers' starting point.
+
+    Same modules and weight names as transformers' `Wav2Vec2Model`, but the conv front end runs channels-last and
+    trains faster on a CPU; `to_wav2vec2()` gives back transformers' own class with the same weights."""
+    from configuration_distilxlsr import DistilXLSRConfig
+    from modeling_distilxlsr import DistilXLSRModel
+
+    torch.manual_seed(seed)
+    teacher_config = stand_in_teacher_config(size, **overrides)
+    config = DistilXLSRConfig.from_teacher_config(
+        teacher_config, num_hidden_layers=teacher_config.num_hidden_layers, teacher_layers=[1]
+    )
+    return DistilXLSRModel(config, add_prediction_heads=False)
+
+
 def make_stand_in_teacher(output_dir: str | Path, size: str = "tiny", seed: int = 0, **overrides) -> Path:
     """Save a random-init `Wav2Vec2Model` of XLSR-53's family, its feature extractor and a card saying it is a stand-in."""
     output_dir = Path(output_dir)

@@ -26,13 +26,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model files
 
-import torch
 from datasets import Dataset
 from huggingface_hub import ModelCardData
 from transformers import AutoConfig, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from configuration_distilxlsr import DistilXLSRConfig
 from distilxlsr_pt.cards import STAND_IN_TAG, write_card
 from distilxlsr_pt.checks import check_output_dir
 from distilxlsr_pt.cli import HelpFormatter, precision_flags
@@ -48,8 +46,7 @@ from distilxlsr_pt.ssl_teacher import (
     unit_dataset,
     untranscribed_clips,
 )
-from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_teacher_config
-from modeling_distilxlsr import DistilXLSRModel
+from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_backbone
 
 TEACHER_KIND = "self-supervised"
 RUN_FILES = [r"training(/.*)?", r"model\.safetensors", r"config\.json", r"teacher_results\.json"]
@@ -104,13 +101,8 @@ def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, D
 def build_model(size: str, num_units: int, seed: int) -> MaskedUnitPredictionModel:
     """A random-weight 12-layer model of XLSR-53's family (DistilXLSR's classes: a CPU-fast front end) with a unit
     head; no dropout or layerdrop (the data are small and clean, the run short)."""
-    torch.manual_seed(seed)
     no_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
-    teacher_config = stand_in_teacher_config(size, layerdrop=0.0, **no_dropout)
-    config = DistilXLSRConfig.from_teacher_config(
-        teacher_config, num_hidden_layers=teacher_config.num_hidden_layers, teacher_layers=[1]
-    )
-    return MaskedUnitPredictionModel(DistilXLSRModel(config, add_prediction_heads=False), num_units)
+    return MaskedUnitPredictionModel(stand_in_backbone(size, seed, layerdrop=0.0, **no_dropout), num_units)
 
 
 def train(

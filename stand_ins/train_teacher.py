@@ -33,12 +33,11 @@ import torch
 from huggingface_hub import ModelCardData
 from transformers import AutoConfig, AutoModelForCTC
 
-from configuration_distilxlsr import DistilXLSRConfig
 from distilxlsr_pt.cards import STAND_IN_TAG, write_card
 from distilxlsr_pt.cli import HelpFormatter, precision_flags
 from distilxlsr_pt.results import read_results, write_results
-from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_teacher_config
-from modeling_distilxlsr import DistilXLSRForCTC, DistilXLSRModel
+from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_backbone
+from modeling_distilxlsr import DistilXLSRForCTC
 
 TEACHER_KIND = "supervised"
 # Chosen for the demo corpus on 2 CPU cores: a high learning rate with a warm-up (a deep pre-LayerNorm model takes
@@ -77,12 +76,7 @@ def random_init(size: str, seed: int, output_dir: Path) -> Path:
     (`DistilXLSRFeatureEncoder`); `DistilXLSRForCTC.to_wav2vec2()` gives back transformers' own class with the same
     weights when training ends.
     """
-    torch.manual_seed(seed)
-    teacher_config = stand_in_teacher_config(size)
-    config = DistilXLSRConfig.from_teacher_config(
-        teacher_config, num_hidden_layers=teacher_config.num_hidden_layers, teacher_layers=[1]
-    )
-    DistilXLSRModel(config, add_prediction_heads=False).save_pretrained(output_dir)
+    stand_in_backbone(size, seed).save_pretrained(output_dir)
     return output_dir
 
 
