@@ -16,7 +16,7 @@ outside the corpus's grammar, and a learning-curve plot. `--quick` fine-tunes (a
 Everything here is a stand-in, and the summary says so: the teacher is the SUPERVISED STAND-IN of XLSR-53's
 architecture family, CTC-trained by this project on every transcript of the corpus (`stand_ins/train_teacher.py`), or
 with `--teacher self-supervised` the SELF-SUPERVISED STAND-IN trained on untranscribed audio only
-(`stand_ins/train_ssl_teacher.py`, HuBERT's first iteration); both are shipped in teachers/ (the real XLSR-53 needs the
+(`stand_ins/train_ssl_teacher.py`, HuBERT's second iteration); both are shipped in teachers/ (the real XLSR-53 needs the
 Hub), and the corpus is SYNTHETIC Brazilian Portuguese speech (espeak-ng). The same scripts, pointed at facebook/wav2vec2-large-xlsr-53 and real corpora,
 are the real recipe (see README.md).
 """
@@ -174,15 +174,29 @@ def ensure_teacher(args: argparse.Namespace, log: Path) -> float:
 
 
 def train_self_supervised_teacher(teacher_dir: Path, corpus_dir: Path, unlabelled_dir: Path, log: Path) -> float:
-    """The self-supervised stand-in as it was made: untranscribed clips spoken, then HuBERT's first iteration on
-    them and the training audio (about 55 minutes on 2 CPU cores)."""
+    """The self-supervised stand-in as it was made: untranscribed clips spoken, HuBERT's first iteration on them and
+    the training audio (MFCC units; about 55 minutes on 2 CPU cores) unless it is there, then the second (units of the
+    first one's layer 6, starting from its weights; about 50 minutes)."""
     from distilxlsr_pt.demo_corpus import build_unlabelled_set
-    from distilxlsr_pt.stand_ins import SELF_SUPERVISED_ARGS, SELF_SUPERVISED_UNLABELLED_CLIPS
+    from distilxlsr_pt.stand_ins import (
+        SELF_SUPERVISED_ARGS,
+        SELF_SUPERVISED_ITERATION_1_DIR,
+        SELF_SUPERVISED_ITERATION_2_ARGS,
+        SELF_SUPERVISED_UNLABELLED_CLIPS,
+    )
 
+    iteration_1 = (SELF_SUPERVISED_ITERATION_1_DIR if teacher_dir.resolve() == SELF_SUPERVISED_TEACHER_DIR.resolve()
+                   else teacher_dir.with_name(f"{teacher_dir.name}-iteration-1"))  # fmt: skip
     build_unlabelled_set(unlabelled_dir, corpus_dir, num_clips=SELF_SUPERVISED_UNLABELLED_CLIPS)
-    return run([sys.executable, "stand_ins/train_ssl_teacher.py", "--output_dir", str(teacher_dir), "--audio_dirs",
-                str(corpus_dir / "train"), str(unlabelled_dir / "train"), "--eval_dir", str(corpus_dir / "validation"),
-                "--resume_from_checkpoint", "latest", *SELF_SUPERVISED_ARGS], log)  # fmt: skip
+    common = ["--audio_dirs", str(corpus_dir / "train"), str(unlabelled_dir / "train"), "--eval_dir",
+             str(corpus_dir / "validation"), "--resume_from_checkpoint", "latest"]  # fmt: skip
+    seconds = 0.0
+    if not (iteration_1 / "config.json").exists():
+        seconds += run([sys.executable, "stand_ins/train_ssl_teacher.py", "--output_dir", str(iteration_1), *common,
+                        *SELF_SUPERVISED_ARGS], log.with_suffix(".iteration-1.log"))  # fmt: skip
+    return seconds + run([sys.executable, "stand_ins/train_ssl_teacher.py", "--output_dir", str(teacher_dir), *common,
+                          "--target_model_dir", str(iteration_1), "--init_model_dir", str(iteration_1),
+                          *SELF_SUPERVISED_ITERATION_2_ARGS], log)  # fmt: skip
 
 
 def train_supervised_teacher(teacher_dir: Path, corpus_dir: Path, log: Path) -> float:

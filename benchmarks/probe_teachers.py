@@ -2,7 +2,8 @@
 """How much does each stand-in teacher know? A frozen-feature probe (`distilxlsr_pt/probe.py`): a linear CTC head on
 the teacher's layer-12 features, trained on the first 150 labelled clips of the demo corpus's training split (the
 demo's fine-tuning labels), scored on the test split (held-out speakers). Compared: a random-weight teacher of the
-same architecture, the supervised stand-in and the self-supervised stand-in.
+same architecture, the supervised stand-in and the self-supervised stand-in (HuBERT's second iteration) with its
+first iteration.
 
     python benchmarks/probe_teachers.py --output_dir benchmarks     # benchmarks/teacher_probe_results.json
     python benchmarks/probe_teachers.py --teachers self-supervised --layer 6 --output_dir outputs/probe-layer-6
@@ -30,9 +31,19 @@ from distilxlsr_pt.cli import argument_parser
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.probe import probe_encoder
 from distilxlsr_pt.results import write_json
-from distilxlsr_pt.stand_ins import SELF_SUPERVISED_TEACHER_DIR, SHIPPED_TEACHER_DIR, make_stand_in_teacher
+from distilxlsr_pt.stand_ins import (
+    SELF_SUPERVISED_ITERATION_1_DIR,
+    SELF_SUPERVISED_TEACHER_DIR,
+    SHIPPED_TEACHER_DIR,
+    make_stand_in_teacher,
+)
 
-TEACHERS = {"random weights": None, "supervised": SHIPPED_TEACHER_DIR, "self-supervised": SELF_SUPERVISED_TEACHER_DIR}
+TEACHERS = {
+    "random weights": None,
+    "supervised": SHIPPED_TEACHER_DIR,
+    "self-supervised iteration 1": SELF_SUPERVISED_ITERATION_1_DIR,
+    "self-supervised": SELF_SUPERVISED_TEACHER_DIR,
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         "teachers": rows,
     }
     write_json(Path(args.output_dir) / "teacher_probe_results.json", results)
-    # The card shows the published comparison only: all three teachers at layer 12.
+    # The card shows the published comparison only: all the teachers at layer 12.
     if names == list(TEACHERS) and args.layer == 12 and (SELF_SUPERVISED_TEACHER_DIR / "README.md").exists():
         set_card_section(SELF_SUPERVISED_TEACHER_DIR, "## Frozen-feature probe", probe_table(results))
     print(probe_table(results))

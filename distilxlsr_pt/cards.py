@@ -91,7 +91,7 @@ STAND_IN_TEACHER_NOTES = {
     "supervised": "The teacher is a **supervised stand-in** of XLSR-53's architecture family, CTC-trained on synthetic "
     "speech by this project's `stand_ins/train_teacher.py`, not facebook/wav2vec2-large-xlsr-53.",
     "self-supervised": "The teacher is a **self-supervised stand-in** of XLSR-53's architecture family, trained on "
-    "untranscribed synthetic speech (HuBERT's first iteration) by this project's `stand_ins/train_ssl_teacher.py`, not "
+    "untranscribed synthetic speech (HuBERT's masked unit prediction) by this project's `stand_ins/train_ssl_teacher.py`, not "
     "facebook/wav2vec2-large-xlsr-53.",
     "random-weights": "The teacher is a **randomly initialised stand-in** of XLSR-53's architecture family, not "
     "facebook/wav2vec2-large-xlsr-53: this model only demonstrates the pipeline.",

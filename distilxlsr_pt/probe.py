@@ -49,7 +49,7 @@ def layer_features(model: nn.Module, audio: list[np.ndarray], layer: int) -> lis
     model.eval()
     features = []
     with torch.inference_mode():
-        for clip in tqdm(audio, desc=f"layer {layer} features", unit="clip"):
+        for clip in tqdm(audio, desc=f"layer {layer} features", unit="clip", mininterval=5):
             inputs = feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt")
             hidden_states = model(inputs["input_values"], output_hidden_states=True).hidden_states
             features.append(hidden_states[layer][0].float())

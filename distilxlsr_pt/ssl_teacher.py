@@ -1,7 +1,9 @@
-"""HuBERT's first iteration at stand-in scale: a teacher that learns from untranscribed audio alone, as XLSR-53 did.
+"""HuBERT at stand-in scale: a teacher that learns from untranscribed audio alone, as XLSR-53 did.
 
-1. Targets: MFCCs with deltas (librosa) at exactly the model's 50 Hz frames, clustered by k-means (scikit-learn's
-   `MiniBatchKMeans`) into about 100 "units"; every frame gets the id of its nearest cluster centre.
+1. Targets: frame features clustered by k-means (scikit-learn's `MiniBatchKMeans`) into "units"; every frame gets the
+   id of its nearest cluster centre. The first iteration clusters MFCCs with deltas (librosa) at exactly the model's
+   50 Hz frames into about 100 units; a later one clusters a middle layer of the previous iteration's model
+   (`layer_features`) into about 500.
 2. Masked prediction: spans of the projected conv features are replaced by the model's learned mask vector
    (`mask_time_indices`, drawn by transformers' `_compute_mask_indices`, HuBERT's span length 10 and probability
    0.8), and a linear head predicts the unit of each masked frame. Cross-entropy counts masked frames only.
@@ -22,11 +24,13 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
+from tqdm import tqdm
 from transformers import Wav2Vec2FeatureExtractor
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from .audio import SAMPLING_RATE, load_audio
+from .probe import layer_features
 
 # 25 ms windows every 20 ms without centring: frame i covers samples [320 i, 320 i + 400), the receptive field and
 # stride of XLSR-53's conv front end, so there are exactly as many MFCC frames as model frames.
@@ -112,17 +116,20 @@ def unit_dataset(audio: list[np.ndarray], units: list[np.ndarray]) -> Dataset:
     return Dataset.from_dict(columns).with_format("numpy")
 
 
-def load_clips(paths: Sequence[Path]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Decode the clips and compute their MFCC features: (audio, features), clips shorter than one frame left out."""
-    from tqdm import tqdm
+def load_clips(paths: Sequence[Path]) -> list[np.ndarray]:
+    """Decode the clips (16 kHz), those shorter than one frame left out."""
+    audio = [load_audio(path) for path in tqdm(paths, desc="decoding", unit="clip", mininterval=5)]
+    return [clip for clip in audio if frame_count(len(clip)) > 0]
 
-    audio, features = [], []
-    for path in tqdm(paths, desc="MFCC features", unit="clip", mininterval=5):
-        clip = load_audio(path)
-        if frame_count(len(clip)) > 0:
-            audio.append(clip)
-            features.append(mfcc_features(clip))
-    return audio, features
+
+def clip_features(
+    audio: list[np.ndarray], target_model: nn.Module | None = None, target_layer: int | None = None
+) -> list[np.ndarray]:
+    """The features to cluster, one (frames, dim) array per clip: MFCCs with deltas (`mfcc_features`), or, with a
+    `target_model`, its `hidden_states[target_layer]` (HuBERT's later iterations)."""
+    if target_model is None:
+        return [mfcc_features(clip) for clip in tqdm(audio, desc="MFCC features", unit="clip", mininterval=5)]
+    return [features.numpy() for features in layer_features(target_model, audio, target_layer)]
 
 
 class MaskedUnitCollator:

@@ -115,10 +115,23 @@ def save_half_precision(model: PreTrainedModel, output_dir: str | Path) -> None:
 
 
 SHIPPED_TEACHER_DIR = Path(__file__).resolve().parents[1] / "teachers" / "supervised-stand-in"
-SELF_SUPERVISED_TEACHER_DIR = SHIPPED_TEACHER_DIR.with_name("self-supervised-stand-in")
-# How the shipped self-supervised stand-in (SELF_SUPERVISED_TEACHER_DIR) was trained: stand_ins/train_ssl_teacher.py
-# with these arguments, on the demo corpus's training audio and SELF_SUPERVISED_UNLABELLED_CLIPS untranscribed clips.
+# The shipped self-supervised stand-in is HuBERT's second iteration (SELF_SUPERVISED_TEACHER_DIR), trained by
+# stand_ins/train_ssl_teacher.py with SELF_SUPERVISED_ITERATION_2_ARGS from the first (SELF_SUPERVISED_ITERATION_1_DIR,
+# itself trained with SELF_SUPERVISED_ARGS: MFCC units), on the demo corpus's training audio and
+# SELF_SUPERVISED_UNLABELLED_CLIPS untranscribed clips. The first is shipped too: the second's targets are its features.
+SELF_SUPERVISED_ITERATION_1_DIR = SHIPPED_TEACHER_DIR.with_name("self-supervised-stand-in")
+SELF_SUPERVISED_TEACHER_DIR = SHIPPED_TEACHER_DIR.with_name("self-supervised-iteration-2")
 SELF_SUPERVISED_ARGS = ["--max_steps", "3500", "--warmup_steps", "350"]
+SELF_SUPERVISED_ITERATION_2_ARGS = [
+    "--target_layer",
+    "6",
+    "--num_units",
+    "500",
+    "--max_steps",
+    "3000",
+    "--warmup_steps",
+    "300",
+]
 SELF_SUPERVISED_UNLABELLED_CLIPS = 3000
 
 # The demo's supervised stand-in teacher (SHIPPED_TEACHER_DIR) was trained in two stages by

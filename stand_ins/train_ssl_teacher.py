@@ -3,10 +3,13 @@
 XLSR-53 learnt from 56k hours of speech without transcripts. The supervised stand-in (`stand_ins/train_teacher.py`)
 read every transcript of the demo corpus, so what its students inherit is partly those labels. This teacher hears the
 demo's training audio and more untranscribed clips of the same voices (`make_demo_corpus.py --unlabelled_dir`) and
-reads no transcript: HuBERT's first iteration (k-means units of MFCCs, masked prediction; `distilxlsr_pt/ssl_teacher.py`).
+reads no transcript: HuBERT's masked prediction of k-means units (`distilxlsr_pt/ssl_teacher.py`), of MFCCs in the
+first iteration, of a layer of the previous iteration's model in the next:
 
     python stand_ins/make_demo_corpus.py --output_dir demo_corpus --unlabelled_dir demo_unlabelled
-    python stand_ins/train_ssl_teacher.py --output_dir teachers/ssl-stand-in
+    python stand_ins/train_ssl_teacher.py --output_dir teachers/ssl-1
+    python stand_ins/train_ssl_teacher.py --output_dir teachers/ssl-2 --target_model_dir teachers/ssl-1 \
+        --init_model_dir teachers/ssl-1 --num_units 500
 
 The teacher is saved as transformers' own `Wav2Vec2Model` (float16 weights, loaded as float32) with its feature
 extractor, `teacher_results.json` and a model card. Checkpoints and the k-means units stay in OUTPUT_DIR/training/;
@@ -16,6 +19,7 @@ extractor, `teacher_results.json` and a model card. Checkpoints and the k-means 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
@@ -28,13 +32,13 @@ sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model 
 
 from datasets import Dataset
 from huggingface_hub import ModelCardData
-from transformers import AutoConfig, Trainer, TrainingArguments
+from transformers import AutoConfig, Trainer, TrainingArguments, Wav2Vec2Model
 from transformers.trainer_utils import get_last_checkpoint
 
 from distilxlsr_pt.cards import STAND_IN_TAG, write_card
 from distilxlsr_pt.checks import check_output_dir
 from distilxlsr_pt.cli import HelpFormatter, precision_flags
-from distilxlsr_pt.models import default_feature_extractor
+from distilxlsr_pt.models import default_feature_extractor, explain_loading_errors
 from distilxlsr_pt.results import write_results
 from distilxlsr_pt.ssl_teacher import (
     MASK_LENGTH,
@@ -42,6 +46,7 @@ from distilxlsr_pt.ssl_teacher import (
     MaskedUnitCollator,
     MaskedUnitPredictionModel,
     Units,
+    clip_features,
     load_clips,
     unit_dataset,
     untranscribed_clips,
@@ -65,7 +70,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval_dir", default="demo_corpus/validation", help="Audiofolder split for the masked-prediction eval loss."
     )
     parser.add_argument("--size", default="demo", choices=sorted(SIZES), help="Architecture (stand_ins.SIZES).")
-    parser.add_argument("--num_units", type=int, default=100, help="k-means clusters of the MFCC frames.")
+    parser.add_argument("--num_units", type=int, default=100, help="k-means clusters of the frames' features.")
+    parser.add_argument(
+        "--target_model_dir",
+        help="HuBERT's next iteration: cluster --target_layer of this (self-supervised) Wav2Vec2Model instead of MFCCs.",
+    )
+    parser.add_argument(
+        "--target_layer", type=int, default=6, help="Layer of --target_model_dir whose output is clustered."
+    )
+    parser.add_argument(
+        "--init_model_dir",
+        help="Start from this Wav2Vec2Model's weights (e.g. the previous iteration) instead of random.",
+    )
     parser.add_argument("--max_steps", type=int, default=3500, help="Training steps (the shipped teacher: 3500).")
     parser.add_argument("--per_device_train_batch_size", type=int, default=8, help="Clips per step.")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate (AdamW).")
@@ -83,7 +99,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, Dataset, int]:
     """The training and eval clips with their frames' k-means units (fitted on the training audio once, then read
     from training/units.npz); returns both datasets and the number of units."""
-    audio, features = load_clips(untranscribed_clips(args.audio_dirs))
+    target_model = None
+    if args.target_model_dir:
+        with explain_loading_errors(args.target_model_dir, "--target_model_dir"):
+            target_model = Wav2Vec2Model.from_pretrained(args.target_model_dir)
+        if not 1 <= args.target_layer <= target_model.config.num_hidden_layers:
+            raise ValueError(f"--target_layer {args.target_layer}: the target model has layers 1 to "
+                             f"{target_model.config.num_hidden_layers}")  # fmt: skip
+    audio = load_clips(untranscribed_clips(args.audio_dirs))
+    features = clip_features(audio, target_model, args.target_layer)
     path = training_dir / "units.npz"
     if path.exists():
         units = Units.load(path)
@@ -92,17 +116,26 @@ def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, D
         units = Units.fit(features, num_units=args.num_units, seed=args.seed)
         print(f"k-means: {args.num_units} units of {sum(map(len, features)):,} frames in {time.time() - started:.0f} s")
         units.save(path)
-    eval_audio, eval_features = load_clips(untranscribed_clips([args.eval_dir]))
+    eval_audio = load_clips(untranscribed_clips([args.eval_dir]))
+    eval_features = clip_features(eval_audio, target_model, args.target_layer)
     train_dataset = unit_dataset(audio, [units.assign(f) for f in features])
     eval_dataset = unit_dataset(eval_audio, [units.assign(f) for f in eval_features])
     return train_dataset, eval_dataset, len(units.centres)
 
 
-def build_model(size: str, num_units: int, seed: int) -> MaskedUnitPredictionModel:
-    """A random-weight 12-layer model of XLSR-53's family (DistilXLSR's classes: a CPU-fast front end) with a unit
-    head; no dropout or layerdrop (the data are small and clean, the run short)."""
+def build_model(size: str, num_units: int, seed: int, init_model_dir: str | None = None) -> MaskedUnitPredictionModel:
+    """A 12-layer model of XLSR-53's family (DistilXLSR's classes: a CPU-fast front end), random or with the weights
+    of `init_model_dir`, and a random unit head; no dropout or layerdrop (the data are small and clean, the run short)."""
     no_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
-    return MaskedUnitPredictionModel(stand_in_backbone(size, seed, layerdrop=0.0, **no_dropout), num_units)
+    backbone = stand_in_backbone(size, seed, layerdrop=0.0, **no_dropout)
+    if init_model_dir:
+        with explain_loading_errors(init_model_dir, "--init_model_dir"):
+            initial = Wav2Vec2Model.from_pretrained(init_model_dir)
+        try:
+            backbone.load_state_dict(initial.state_dict())
+        except RuntimeError as error:
+            raise ValueError(f"--init_model_dir {init_model_dir} is not a --size {size} model: {error}") from None
+    return MaskedUnitPredictionModel(backbone, num_units)
 
 
 def train(
@@ -166,28 +199,61 @@ def save_teacher(model: MaskedUnitPredictionModel, output_dir: Path, results: di
     write_teacher_card(output_dir, results)
 
 
+def previous_iteration(target_model_dir: str | None) -> dict:
+    """The teacher_results.json of the model whose features are clustered ({} for MFCC targets)."""
+    if not target_model_dir:
+        return {}
+    path = Path(target_model_dir) / "teacher_results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--target_model_dir: {path} is missing; give a teacher this script trained")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def target_description(results: dict) -> str:
+    if not results.get("target_model_dir"):
+        return "13 MFCCs with deltas and delta-deltas (librosa) at the model's 50 Hz frames"
+    start = "starting from its weights" if results.get("init_model_dir") else "starting from random weights"
+    return (
+        f"layer {results['target_layer']} of iteration {results['iteration'] - 1} (`{results['target_model_dir']}`, "
+        f"itself a teacher this script trained), {start}"
+    )
+
+
 def write_teacher_card(output_dir: Path, results: dict) -> None:
     config = AutoConfig.from_pretrained(output_dir)
-    timing = f"training took {results['minutes']:.0f} minutes on {os.cpu_count()} CPU cores" + (
-        f", in the run that resumed from {results['resumed_from']}" if results.get("resumed_from") else ""
+    start = f"the weights of `{results['init_model_dir']}`" if results.get("init_model_dir") else "random weights"
+    timing = (
+        f"training took {results['minutes']:.0f} minutes on {os.cpu_count()} CPU cores"
+        + (
+            f" ({results['minutes_all_iterations']:.0f} with the previous iterations)"
+            if results["iteration"] > 1
+            else ""
+        )
+        + (f", in the run that resumed from {results['resumed_from']}" if results.get("resumed_from") else "")
     )
     data = ModelCardData(
         language="pt",
         license="apache-2.0",
         library_name="transformers",
-        tags=["feature-extraction", STAND_IN_TAG, TEACHER_KIND, "hubert-iteration-1", "synthetic-data"],
+        tags=[
+            "feature-extraction",
+            STAND_IN_TAG,
+            TEACHER_KIND,
+            f"hubert-iteration-{results['iteration']}",
+            "synthetic-data",
+        ],
     )
     body = f"""# Self-supervised stand-in teacher (NOT facebook/wav2vec2-large-xlsr-53)
 
 A {results["parameters"]:,}-parameter `Wav2Vec2Model` of XLSR-53's architecture family (layer-norm conv front end,
-stable-layer-norm encoder; {config.num_hidden_layers} layers, {config.hidden_size} wide, {config.conv_dim[0]}-channel front end), trained from random weights by DistilXLSR-PT's
+stable-layer-norm encoder; {config.num_hidden_layers} layers, {config.hidden_size} wide, {config.conv_dim[0]}-channel front end), trained from {start} by DistilXLSR-PT's
 `stand_ins/train_ssl_teacher.py` on **untranscribed** audio only: {results["train_clips"]:,} clips
 ({results["train_hours"]} h) of the project's **synthetic** espeak-ng Brazilian Portuguese demo corpus (the training
 split's audio and the untranscribed clips of `make_demo_corpus.py --unlabelled_dir`, spoken by the training voices). No
 transcript was read; no validation, test or free-speech sentence was heard in training.
 
-Recipe: HuBERT's first iteration. Targets are {results["num_units"]} k-means units (scikit-learn `MiniBatchKMeans`) of
-13 MFCCs with deltas and delta-deltas (librosa) at the model's 50 Hz frames; spans of {MASK_LENGTH} frames (start
+Recipe: HuBERT, iteration {results["iteration"]}. Targets are {results["num_units"]} k-means units (scikit-learn
+`MiniBatchKMeans`) of {target_description(results)}; spans of {MASK_LENGTH} frames (start
 probability {MASK_PROB}) of the projected features are replaced by the learned mask vector, and a linear head (not
 saved) predicts the unit of each masked frame (cross-entropy on masked frames only). {results["max_steps"]:,} steps of
 {results["batch_size"]} clips, AdamW at {results["learning_rate"]} with a linear schedule; final masked-prediction eval
@@ -200,7 +266,7 @@ loads them as float32. Remake it with ({timing}):
 
 ```bash
 python stand_ins/make_demo_corpus.py --output_dir demo_corpus --unlabelled_dir demo_unlabelled
-{results["command"]}
+{chr(10).join(results["commands"])}
 ```
 """
     write_card(output_dir, data, body)
@@ -210,22 +276,31 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     command = "python stand_ins/train_ssl_teacher.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     started = time.time()
+    previous = previous_iteration(args.target_model_dir)
     output_dir = Path(args.output_dir)
     check_output_dir(output_dir, RUN_FILES, overwrite=False, resuming=bool(args.resume_from_checkpoint), lock=True)
     training_dir = output_dir / "training"
     training_dir.mkdir(exist_ok=True)
     train_dataset, eval_dataset, num_units = build_data(args, training_dir)
-    model = build_model(args.size, num_units, args.seed)
+    model = build_model(args.size, num_units, args.seed, args.init_model_dir)
     metrics = train(args, model, train_dataset, eval_dataset, training_dir)
     results = {
         "teacher_kind": TEACHER_KIND,
         "command": command,
+        # every command that remakes this teacher, the previous iterations' first
+        "commands": [*previous.get("commands", [previous["command"]] if previous else []), command],
+        "iteration": previous.get("iteration", 1) + 1 if previous else 1,
+        "target_model_dir": args.target_model_dir,
+        "target_layer": args.target_layer if args.target_model_dir else None,
+        "init_model_dir": args.init_model_dir,
         "num_units": num_units,
         "max_steps": args.max_steps,
         "batch_size": args.per_device_train_batch_size,
         "learning_rate": args.learning_rate,
         "parameters": sum(p.numel() for p in model.backbone.parameters()),
         "minutes": (time.time() - started) / 60,
+        "minutes_all_iterations": previous.get("minutes_all_iterations", previous.get("minutes", 0))
+        + (time.time() - started) / 60,
         **metrics,
     }
     save_teacher(model, output_dir, results)

@@ -4,7 +4,6 @@ when missing."""
 
 import argparse
 import json
-import shlex
 import shutil
 
 import pytest
@@ -18,6 +17,8 @@ from distilxlsr_pt.cards import stand_in_kind
 from distilxlsr_pt.demo_corpus import build_corpus
 from distilxlsr_pt.stand_ins import (
     SELF_SUPERVISED_ARGS,
+    SELF_SUPERVISED_ITERATION_1_DIR,
+    SELF_SUPERVISED_ITERATION_2_ARGS,
     SELF_SUPERVISED_TEACHER_DIR,
     SELF_SUPERVISED_UNLABELLED_CLIPS,
     SHIPPED_TEACHER_DIR,
@@ -104,9 +105,28 @@ def test_a_missing_self_supervised_teacher_is_trained_as_the_shipped_one_was(mon
                               unlabelled_dir=str(tmp_path / "unlabelled"))  # fmt: skip
     demo.ensure_teacher(args, tmp_path / "teacher.log")
     assert built[0][1]["num_clips"] == SELF_SUPERVISED_UNLABELLED_CLIPS
-    assert commands[0][1] == "stand_ins/train_ssl_teacher.py"
-    assert commands[0][-len(SELF_SUPERVISED_ARGS) :] == SELF_SUPERVISED_ARGS
-    # The shipped teacher was made with the same arguments (its card gives the command).
-    shipped = shlex.split(json.loads((SELF_SUPERVISED_TEACHER_DIR / "teacher_results.json").read_text())["command"])
-    assert " ".join(SELF_SUPERVISED_ARGS) in " ".join(shipped)
+    iteration_1, iteration_2 = commands  # no first iteration there: both are trained, the first one first
+    assert iteration_1[1] == iteration_2[1] == "stand_ins/train_ssl_teacher.py"
+    assert iteration_1[-len(SELF_SUPERVISED_ARGS) :] == SELF_SUPERVISED_ARGS
+    assert iteration_2[-len(SELF_SUPERVISED_ITERATION_2_ARGS) :] == SELF_SUPERVISED_ITERATION_2_ARGS
+    first_dir = iteration_1[iteration_1.index("--output_dir") + 1]
+    assert iteration_2[iteration_2.index("--target_model_dir") + 1] == first_dir
+    assert iteration_2[iteration_2.index("--init_model_dir") + 1] == first_dir
+    assert iteration_2[iteration_2.index("--output_dir") + 1] == str(tmp_path / "teacher")
+    # The shipped teachers were made with the same arguments (their cards give the commands).
+    shipped = json.loads((SELF_SUPERVISED_TEACHER_DIR / "teacher_results.json").read_text())["commands"]
+    assert len(shipped) == 2 and " ".join(SELF_SUPERVISED_ARGS) in shipped[0]
+    for flag, value in zip(SELF_SUPERVISED_ITERATION_2_ARGS[::2], SELF_SUPERVISED_ITERATION_2_ARGS[1::2], strict=True):
+        assert f"{flag} {value}" in shipped[1]
+    assert (
+        f"--target_model_dir {SELF_SUPERVISED_ITERATION_1_DIR.relative_to(SHIPPED_TEACHER_DIR.parents[1])}"
+        in shipped[1]
+    )
+    # With the shipped first iteration there, only the second is trained, from it.
+    commands.clear()
+    monkeypatch.setattr(demo, "SELF_SUPERVISED_TEACHER_DIR", tmp_path / "teacher")
+    demo.ensure_teacher(args, tmp_path / "teacher.log")
+    assert len(commands) == 1 and commands[0][commands[0].index("--target_model_dir") + 1] == str(
+        SELF_SUPERVISED_ITERATION_1_DIR
+    )
     assert stand_in_kind(SELF_SUPERVISED_TEACHER_DIR) == "self-supervised"

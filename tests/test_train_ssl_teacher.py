@@ -172,3 +172,29 @@ def test_train_distill_accepts_the_self_supervised_teacher(teacher, corpus_dir, 
     assert results["teacher_stand_in_kind"] == "self-supervised"
     assert "self-supervised stand-in" in (tmp_path / "s" / "README.md").read_text()
     assert Path(tmp_path / "s" / "model.safetensors").is_file()
+
+
+def test_a_second_iteration_clusters_the_first_ones_layer_and_starts_from_its_weights(
+    teacher, corpus_dir, unlabelled_dir, tmp_path
+):
+    first_dir, _ = teacher
+    first = json.loads((first_dir / "teacher_results.json").read_text())  # (as saved: another test may resume it)
+    output_dir = tmp_path / "iteration-2"
+    extra = ["--target_model_dir", str(first_dir), "--target_layer", "6", "--init_model_dir", str(first_dir),
+             "--max_steps", "12"]  # fmt: skip
+    results = train_ssl_teacher.main(ssl_args(corpus_dir, unlabelled_dir, output_dir, *extra))
+    units = Units.load(output_dir / "training" / "units.npz")
+    assert units.centres.shape == (8, stand_in_teacher_config("tiny").hidden_size)  # layer features, not 39 MFCCs
+    assert results["iteration"] == 2 and results["commands"] == [first["command"], results["command"]]
+    card = (output_dir / "README.md").read_text()
+    assert "iteration 2" in card and "hubert-iteration-2" in card and first["command"] in card
+    assert f"trained from the weights of `{first_dir}`" in card
+    first_weights = AutoModel.from_pretrained(first_dir).state_dict()
+    started_from = train_ssl_teacher.build_model("tiny", 8, seed=1, init_model_dir=str(first_dir)).backbone
+    assert all(torch.equal(value, first_weights[name]) for name, value in started_from.state_dict().items())
+    random_start = train_ssl_teacher.build_model("tiny", 8, seed=1).backbone.state_dict()
+    assert not torch.equal(random_start["encoder.layers.0.attention.q_proj.weight"],
+                           first_weights["encoder.layers.0.attention.q_proj.weight"])  # fmt: skip
+    with pytest.raises(ValueError, match="--target_layer 13"):
+        train_ssl_teacher.main(ssl_args(corpus_dir, unlabelled_dir, tmp_path / "x", "--target_model_dir",
+                                        str(first_dir), "--target_layer", "13"))  # fmt: skip
