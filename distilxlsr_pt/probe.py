@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +99,22 @@ def probe_encoder(
     model: nn.Module, train: DatasetSplit, test: DatasetSplit, layer: int, steps: int = 1500, seed: int = 0
 ) -> dict[str, float]:
     """Train the probe on `train`'s layer-`layer` features; the test CER and WER of its greedy transcripts."""
+    return probe_features(lambda audio: layer_features(model, audio, layer), train, test, steps, seed)
+
+
+def probe_features(
+    features_of: Callable[[list[np.ndarray]], list[torch.Tensor]],
+    train: DatasetSplit,
+    test: DatasetSplit,
+    steps: int = 1500,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The probe on any frame features (`features_of(audio)`: one (frames, dim) tensor per clip), such as a
+    baseline that is not a model's layer."""
     train_audio, train_texts = load_clips(train)
     test_audio, test_texts = load_clips(test)
     vocabulary = build_vocabulary(train_texts, word_delimiter_token=WORD_DELIMITER)
-    probe = train_linear_ctc_probe(layer_features(model, train_audio, layer), train_texts, vocabulary, steps, seed=seed)
-    predictions = probe_transcripts(probe, layer_features(model, test_audio, layer), vocabulary)
+    probe = train_linear_ctc_probe(features_of(train_audio), train_texts, vocabulary, steps, seed=seed)
+    predictions = probe_transcripts(probe, features_of(test_audio), vocabulary)
     rates = error_rates(test_texts, predictions)
     return {"test_cer": rates["cer"], "test_wer": rates["wer"], "test_clips": len(test_texts)}

@@ -10,6 +10,9 @@
 
 The backbone is DistilXLSR's model class (the same modules and weight names as transformers' `Wav2Vec2Model`, with a
 channels-last front end that trains faster on a CPU); `stand_ins/train_ssl_teacher.py` saves it as `Wav2Vec2Model`.
+
+For comparison only, wav2vec 2.0's contrastive objective: transformers' `Wav2Vec2ForPreTraining` (Gumbel quantizer of
+the conv features, masked frames told from sampled distractors) on the same masks (`ContrastivePredictionModel`).
 No transcript is read anywhere here.
 """
 
@@ -25,9 +28,13 @@ import torch
 from datasets import Dataset
 from torch import nn
 from tqdm import tqdm
-from transformers import Wav2Vec2FeatureExtractor
+from transformers import TrainerCallback, Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
+from transformers.models.wav2vec2.modeling_wav2vec2 import (
+    Wav2Vec2ForPreTrainingOutput,
+    _compute_mask_indices,
+    _sample_negative_indices,
+)
 
 from .audio import SAMPLING_RATE, load_audio
 from .probe import layer_features
@@ -106,13 +113,16 @@ class Units:
             return cls(saved["mean"], saved["std"], saved["centres"])
 
 
-def unit_dataset(audio: list[np.ndarray], units: list[np.ndarray]) -> Dataset:
-    """A datasets `Dataset` of clips (16 kHz audio) and their frame units, with the `length` column that Trainer's
-    `group_by_length` reads; NumPy-formatted. Refuses units that do not align with the clips' frames."""
-    for clip, clip_units in zip(audio, units, strict=True):
-        if len(clip_units) != frame_count(len(clip)):
-            raise ValueError(f"{len(clip_units)} units for a clip of {frame_count(len(clip))} frames")
-    columns = {"input_values": audio, "unit_labels": units, "length": [len(clip) for clip in audio]}
+def clip_dataset(audio: list[np.ndarray], units: list[np.ndarray] | None = None) -> Dataset:
+    """A datasets `Dataset` of clips (16 kHz audio) and, for masked unit prediction, their frame units, with the
+    `length` column that Trainer's `group_by_length` reads; NumPy-formatted. Refuses units that do not align with the
+    clips' frames."""
+    columns = {"input_values": audio, "length": [len(clip) for clip in audio]}
+    if units is not None:
+        for clip, clip_units in zip(audio, units, strict=True):
+            if len(clip_units) != frame_count(len(clip)):
+                raise ValueError(f"{len(clip_units)} units for a clip of {frame_count(len(clip))} frames")
+        columns["unit_labels"] = units
     return Dataset.from_dict(columns).with_format("numpy")
 
 
@@ -134,7 +144,9 @@ def clip_features(
 
 class MaskedUnitCollator:
     """Normalise and pad a batch (to a multiple of `pad_to_multiple_of` samples, so shapes repeat), pad the units with
-    -100, and draw the masked spans within each clip's real frames."""
+    -100, and draw the masked spans within each clip's real frames. With `num_negatives` (the contrastive objective,
+    clips without units), it draws that many distractor frames for every masked frame, from masked frames of the same
+    clip (`sampled_negative_indices`)."""
 
     def __init__(
         self,
@@ -142,9 +154,10 @@ class MaskedUnitCollator:
         pad_to_multiple_of: int | None = 8000,
         mask_prob: float = MASK_PROB,
         mask_length: int = MASK_LENGTH,
+        num_negatives: int = 0,
     ):
         self.feature_extractor, self.pad_to_multiple_of = feature_extractor, pad_to_multiple_of
-        self.mask_prob, self.mask_length = mask_prob, mask_length
+        self.mask_prob, self.mask_length, self.num_negatives = mask_prob, mask_length, num_negatives
 
     def __call__(self, features: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         batch = self.feature_extractor(
@@ -156,16 +169,22 @@ class MaskedUnitCollator:
             return_tensors="pt",
         )
         frames = frame_count(batch["input_values"].shape[1])
-        labels = torch.full((len(features), frames), -100, dtype=torch.long)
         frame_mask = torch.zeros((len(features), frames), dtype=torch.long)
         for row, feature in enumerate(features):
-            labels[row, : len(feature["unit_labels"])] = torch.tensor(feature["unit_labels"])
-            frame_mask[row, : len(feature["unit_labels"])] = 1
+            frame_mask[row, : frame_count(len(feature["input_values"]))] = 1
         mask = _compute_mask_indices(
             (len(features), frames), self.mask_prob, self.mask_length, attention_mask=frame_mask, min_masks=2
         )
-        batch["unit_labels"] = labels
-        batch["mask_time_indices"] = torch.from_numpy(mask) & frame_mask.bool()
+        mask &= frame_mask.bool().numpy()
+        batch["mask_time_indices"] = torch.from_numpy(mask)
+        if "unit_labels" in features[0]:
+            labels = torch.full((len(features), frames), -100, dtype=torch.long)
+            for row, feature in enumerate(features):
+                labels[row, : len(feature["unit_labels"])] = torch.tensor(feature["unit_labels"])
+            batch["unit_labels"] = labels
+        if self.num_negatives:
+            negatives = _sample_negative_indices((len(features), frames), self.num_negatives, mask)
+            batch["sampled_negative_indices"] = torch.from_numpy(negatives)
         return batch
 
 
@@ -203,3 +222,44 @@ def masked_unit_loss(logits: torch.Tensor, unit_labels: torch.Tensor, mask_time_
     """Mean cross-entropy over the masked frames (HuBERT's loss with weight 0 on unmasked frames)."""
     counted = mask_time_indices & (unit_labels != -100)
     return nn.functional.cross_entropy(logits[counted].float(), unit_labels[counted])
+
+
+class ContrastivePredictionModel(nn.Module):
+    """transformers' `Wav2Vec2ForPreTraining` (wav2vec 2.0: contrastive loss against a Gumbel quantizer's codes, plus
+    its codebook-diversity loss), with the loss divided by the number of masked frames, so that its logs and eval loss
+    read per frame (ln(1 + num_negatives) is chance) and do not grow with the batch."""
+
+    main_input_name = "input_values"
+
+    def __init__(self, pretraining_model: Wav2Vec2ForPreTraining):
+        super().__init__()
+        self.pretraining_model = pretraining_model
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        sampled_negative_indices: torch.Tensor | None = None,
+    ) -> Wav2Vec2ForPreTrainingOutput:
+        output = self.pretraining_model(
+            input_values,
+            attention_mask=attention_mask,
+            mask_time_indices=mask_time_indices,
+            sampled_negative_indices=sampled_negative_indices,
+        )
+        if output.loss is not None:
+            output.loss = output.loss / mask_time_indices.sum().clamp(min=1)
+        return output
+
+
+class GumbelTemperatureSchedule(TrainerCallback):
+    """wav2vec 2.0's Gumbel temperature annealing (2.0 down to 0.5), compressed into a short run: it reaches 0.5 at
+    70% of the steps (the paper's factor 0.999995 per step reaches it at 70% of its 400k steps)."""
+
+    def __init__(self, model: ContrastivePredictionModel, start: float = 2.0, end: float = 0.5):
+        self.model, self.start, self.end = model, start, end
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        progress = min(1.0, state.global_step / (0.7 * max(state.max_steps, 1)))
+        self.model.pretraining_model.set_gumbel_temperature(self.start * (self.end / self.start) ** progress)

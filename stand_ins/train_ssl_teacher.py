@@ -13,7 +13,9 @@ first iteration, of a layer of the previous iteration's model in the next:
 
 The teacher is saved as transformers' own `Wav2Vec2Model` (float16 weights, loaded as float32) with its feature
 extractor, `teacher_results.json` and a model card. Checkpoints and the k-means units stay in OUTPUT_DIR/training/;
-`--resume_from_checkpoint latest` continues from the last one.
+`--resume_from_checkpoint latest` continues from the last one. `--objective contrastive` trains wav2vec 2.0's
+objective instead (transformers' `Wav2Vec2ForPreTraining`, same audio, masks and starting weights), as a comparison:
+it is known to collapse on small data.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model files
 
+import torch
 from datasets import Dataset
 from huggingface_hub import ModelCardData
-from transformers import AutoConfig, Trainer, TrainingArguments, Wav2Vec2Model
+from transformers import AutoConfig, Trainer, TrainingArguments, Wav2Vec2ForPreTraining, Wav2Vec2Model
 from transformers.trainer_utils import get_last_checkpoint
 
 from distilxlsr_pt.cards import STAND_IN_TAG, write_card
@@ -43,15 +46,17 @@ from distilxlsr_pt.results import write_results
 from distilxlsr_pt.ssl_teacher import (
     MASK_LENGTH,
     MASK_PROB,
+    ContrastivePredictionModel,
+    GumbelTemperatureSchedule,
     MaskedUnitCollator,
     MaskedUnitPredictionModel,
     Units,
+    clip_dataset,
     clip_features,
     load_clips,
-    unit_dataset,
     untranscribed_clips,
 )
-from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_backbone
+from distilxlsr_pt.stand_ins import SIZES, save_half_precision, stand_in_backbone, stand_in_teacher_config
 
 TEACHER_KIND = "self-supervised"
 RUN_FILES = [r"training(/.*)?", r"model\.safetensors", r"config\.json", r"teacher_results\.json"]
@@ -70,6 +75,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval_dir", default="demo_corpus/validation", help="Audiofolder split for the masked-prediction eval loss."
     )
     parser.add_argument("--size", default="demo", choices=sorted(SIZES), help="Architecture (stand_ins.SIZES).")
+    parser.add_argument(
+        "--objective",
+        default="hubert",
+        choices=["hubert", "contrastive"],
+        help="hubert: masked prediction of k-means units; contrastive: wav2vec 2.0's (a comparison only).",
+    )
+    parser.add_argument(
+        "--num_negatives", type=int, default=100, help="--objective contrastive: distractors per masked frame."
+    )
     parser.add_argument("--num_units", type=int, default=100, help="k-means clusters of the frames' features.")
     parser.add_argument(
         "--target_model_dir",
@@ -93,12 +107,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--resume_from_checkpoint", help="'latest' (the last checkpoint in OUTPUT_DIR/training, if any) or a folder."
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.objective == "contrastive" and args.target_model_dir:
+        parser.error("--target_model_dir names HuBERT's unit targets; --objective contrastive has none")
+    return args
 
 
-def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, Dataset, int]:
+def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, Dataset, int | None]:
     """The training and eval clips with their frames' k-means units (fitted on the training audio once, then read
-    from training/units.npz); returns both datasets and the number of units."""
+    from training/units.npz); returns both datasets and the number of units (None, and no units, for the contrastive
+    objective)."""
+    if args.objective == "contrastive":
+        audio = load_clips(untranscribed_clips(args.audio_dirs))
+        return clip_dataset(audio), clip_dataset(load_clips(untranscribed_clips([args.eval_dir]))), None
     target_model = None
     if args.target_model_dir:
         with explain_loading_errors(args.target_model_dir, "--target_model_dir"):
@@ -118,16 +139,36 @@ def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, D
         units.save(path)
     eval_audio = load_clips(untranscribed_clips([args.eval_dir]))
     eval_features = clip_features(eval_audio, target_model, args.target_layer)
-    train_dataset = unit_dataset(audio, [units.assign(f) for f in features])
-    eval_dataset = unit_dataset(eval_audio, [units.assign(f) for f in eval_features])
+    train_dataset = clip_dataset(audio, [units.assign(f) for f in features])
+    eval_dataset = clip_dataset(eval_audio, [units.assign(f) for f in eval_features])
     return train_dataset, eval_dataset, len(units.centres)
 
 
-def build_model(size: str, num_units: int, seed: int, init_model_dir: str | None = None) -> MaskedUnitPredictionModel:
+NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
+# wav2vec 2.0's quantizer and loss, its codes narrowed to the stand-in's width.
+CONTRASTIVE = dict(
+    num_codevector_groups=2,
+    num_codevectors_per_group=320,
+    codevector_dim=128,
+    proj_codevector_dim=128,
+    contrastive_logits_temperature=0.1,
+    diversity_loss_weight=0.1,
+    feat_quantizer_dropout=0.0,
+)
+
+
+def build_model(
+    size: str,
+    num_units: int | None,
+    seed: int,
+    init_model_dir: str | None = None,
+    objective: str = "hubert",
+    num_negatives: int = 100,
+) -> MaskedUnitPredictionModel | ContrastivePredictionModel:
     """A 12-layer model of XLSR-53's family (DistilXLSR's classes: a CPU-fast front end), random or with the weights
-    of `init_model_dir`, and a random unit head; no dropout or layerdrop (the data are small and clean, the run short)."""
-    no_dropout = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
-    backbone = stand_in_backbone(size, seed, layerdrop=0.0, **no_dropout)
+    of `init_model_dir`, and a random unit head; no dropout or layerdrop (the data are small and clean, the run short).
+    The contrastive objective gets transformers' `Wav2Vec2ForPreTraining` around the same starting weights."""
+    backbone = stand_in_backbone(size, seed, layerdrop=0.0, **NO_DROPOUT)
     if init_model_dir:
         with explain_loading_errors(init_model_dir, "--init_model_dir"):
             initial = Wav2Vec2Model.from_pretrained(init_model_dir)
@@ -135,17 +176,30 @@ def build_model(size: str, num_units: int, seed: int, init_model_dir: str | None
             backbone.load_state_dict(initial.state_dict())
         except RuntimeError as error:
             raise ValueError(f"--init_model_dir {init_model_dir} is not a --size {size} model: {error}") from None
-    return MaskedUnitPredictionModel(backbone, num_units)
+    if objective == "hubert":
+        return MaskedUnitPredictionModel(backbone, num_units)
+    config = stand_in_teacher_config(size, layerdrop=0.0, num_negatives=num_negatives, **NO_DROPOUT, **CONTRASTIVE)
+    pretraining_model = Wav2Vec2ForPreTraining(config)
+    pretraining_model.wav2vec2.load_state_dict(backbone.to_wav2vec2().state_dict())
+    return ContrastivePredictionModel(pretraining_model)
+
+
+def encoder_of(model: MaskedUnitPredictionModel | ContrastivePredictionModel) -> Wav2Vec2Model:
+    """The trained encoder, as transformers' `Wav2Vec2Model` (what the teacher folder holds)."""
+    if isinstance(model, ContrastivePredictionModel):
+        return model.pretraining_model.wav2vec2
+    return model.backbone.to_wav2vec2()
 
 
 def train(
     args: argparse.Namespace,
-    model: MaskedUnitPredictionModel,
+    model: MaskedUnitPredictionModel | ContrastivePredictionModel,
     train_dataset: Dataset,
     eval_dataset: Dataset,
     training_dir: Path,
 ) -> dict:
-    """Masked unit prediction with transformers' Trainer (checkpoints, resuming, schedule, logging)."""
+    """Masked prediction with transformers' Trainer (checkpoints, resuming, schedule, logging)."""
+    contrastive = args.objective == "contrastive"
     resume = args.resume_from_checkpoint
     if resume == "latest":
         resume = get_last_checkpoint(str(training_dir))  # none yet: start from the beginning
@@ -170,7 +224,9 @@ def train(
         seed=args.seed,
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        label_names=["unit_labels"],
+        # what the loss needs besides the audio: Trainer then computes the eval loss
+        label_names=["unit_labels"] if args.objective == "hubert" else ["sampled_negative_indices"],
+        prediction_loss_only=True,
         bf16="--bf16" in precision_flags(),
         use_cpu="--use_cpu" in precision_flags(),
     )
@@ -179,7 +235,10 @@ def train(
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=MaskedUnitCollator(default_feature_extractor()),
+        data_collator=MaskedUnitCollator(
+            default_feature_extractor(), num_negatives=args.num_negatives if contrastive else 0
+        ),
+        callbacks=[GumbelTemperatureSchedule(model)] if contrastive else None,
     )
     output = trainer.train(resume_from_checkpoint=resume)
     metrics = {**output.metrics, **trainer.evaluate(), "resumed_from": Path(resume).name if resume else None}
@@ -188,12 +247,32 @@ def train(
         train_hours=round(sum(train_dataset["length"]) / 16000 / 3600, 3),
         log_history=[entry for entry in trainer.state.log_history if "loss" in entry or "eval_loss" in entry],
     )
+    if contrastive:
+        metrics["codevector_perplexity"] = codebook_use(model, trainer.get_eval_dataloader())
     return metrics
 
 
-def save_teacher(model: MaskedUnitPredictionModel, output_dir: Path, results: dict) -> None:
-    """The backbone as transformers' `Wav2Vec2Model` (float16 weights), its feature extractor, results and card."""
-    save_half_precision(model.backbone.to_wav2vec2(), output_dir)
+def codebook_use(model: ContrastivePredictionModel, batches) -> float:
+    """The quantizer's perplexity on the first eval batch, summed over its code groups: about how many codes the
+    masked frames use. One code per group is the known collapse: every distractor then equals its target, the
+    contrastive loss is 0 and nothing is learnt."""
+    model.eval()
+    with torch.inference_mode():
+        batch = next(iter(batches))
+        batch.pop("sampled_negative_indices")
+        perplexity = float(model.pretraining_model(**batch).codevector_perplexity)
+    groups = model.pretraining_model.config.num_codevector_groups
+    if perplexity < 2 * groups:
+        print(f"WARNING: the contrastive objective collapsed: codebook perplexity {perplexity:.2f} ({groups} = one "
+              "code per group for every frame); try a lower --learning_rate or a longer --warmup_steps")  # fmt: skip
+    return perplexity
+
+
+def save_teacher(
+    model: MaskedUnitPredictionModel | ContrastivePredictionModel, output_dir: Path, results: dict
+) -> None:
+    """The encoder as transformers' `Wav2Vec2Model` (float16 weights), its feature extractor, results and card."""
+    save_half_precision(encoder_of(model), output_dir)
     default_feature_extractor().save_pretrained(output_dir)
     write_results(output_dir, "teacher", results)
     write_teacher_card(output_dir, results)
@@ -219,6 +298,32 @@ def target_description(results: dict) -> str:
     )
 
 
+def recipe_description(results: dict) -> str:
+    masking = (
+        f"spans of {MASK_LENGTH} frames (start probability {MASK_PROB}) of the projected features are replaced by the "
+        "learned mask vector"
+    )
+    if results["objective"] == "contrastive":
+        return (
+            "Recipe: wav2vec 2.0's contrastive objective (transformers' `Wav2Vec2ForPreTraining`), a comparison: "
+            f"{masking}, and the model tells each masked frame's Gumbel-quantized conv features from "
+            f"{results['num_negatives']} distractors of the same clip (plus the codebook-diversity loss); the "
+            "quantizer and projections are not saved. Codebook perplexity on validation audio at the end: "
+            f"{results.get('codevector_perplexity', float('nan')):.2f} (2 = collapsed, one code per group)."
+        )
+    return (
+        f"Recipe: HuBERT, iteration {results['iteration']}. Targets are {results['num_units']} k-means units "
+        f"(scikit-learn `MiniBatchKMeans`) of {target_description(results)}; {masking}, and a linear head (not saved) "
+        "predicts the unit of each masked frame (cross-entropy on masked frames only)."
+    )
+
+
+def chance_description(results: dict) -> str:
+    if results["objective"] == "contrastive":
+        return f"ln {results['num_negatives'] + 1} = {math.log(results['num_negatives'] + 1):.2f} is chance for the contrastive part"
+    return f"ln {results['num_units']} = {math.log(results['num_units']):.2f} is chance"
+
+
 def write_teacher_card(output_dir: Path, results: dict) -> None:
     config = AutoConfig.from_pretrained(output_dir)
     start = f"the weights of `{results['init_model_dir']}`" if results.get("init_model_dir") else "random weights"
@@ -239,7 +344,7 @@ def write_teacher_card(output_dir: Path, results: dict) -> None:
             "feature-extraction",
             STAND_IN_TAG,
             TEACHER_KIND,
-            f"hubert-iteration-{results['iteration']}",
+            f"hubert-iteration-{results['iteration']}" if results["objective"] == "hubert" else "wav2vec2-contrastive",
             "synthetic-data",
         ],
     )
@@ -252,13 +357,9 @@ stable-layer-norm encoder; {config.num_hidden_layers} layers, {config.hidden_siz
 split's audio and the untranscribed clips of `make_demo_corpus.py --unlabelled_dir`, spoken by the training voices). No
 transcript was read; no validation, test or free-speech sentence was heard in training.
 
-Recipe: HuBERT, iteration {results["iteration"]}. Targets are {results["num_units"]} k-means units (scikit-learn
-`MiniBatchKMeans`) of {target_description(results)}; spans of {MASK_LENGTH} frames (start
-probability {MASK_PROB}) of the projected features are replaced by the learned mask vector, and a linear head (not
-saved) predicts the unit of each masked frame (cross-entropy on masked frames only). {results["max_steps"]:,} steps of
-{results["batch_size"]} clips, AdamW at {results["learning_rate"]} with a linear schedule; final masked-prediction eval
-loss {results.get("eval_loss", float("nan")):.3f} (validation audio; ln {results["num_units"]} =
-{math.log(results["num_units"]):.2f} is chance).
+{recipe_description(results)} {results["max_steps"]:,} steps of {results["batch_size"]} clips, AdamW at
+{results["learning_rate"]} with a linear schedule; final eval loss {results.get("eval_loss", float("nan")):.3f} per masked
+frame (validation audio; {chance_description(results)}).
 
 It is a stand-in: XLSR-53 learnt from 56k hours of real speech in 53 languages. It exists so that the demo can show a
 student inheriting knowledge that no label gave, offline, on a CPU. Weights are stored in float16; `from_pretrained`
@@ -282,10 +383,11 @@ def main(argv: list[str] | None = None) -> dict:
     training_dir = output_dir / "training"
     training_dir.mkdir(exist_ok=True)
     train_dataset, eval_dataset, num_units = build_data(args, training_dir)
-    model = build_model(args.size, num_units, args.seed, args.init_model_dir)
+    model = build_model(args.size, num_units, args.seed, args.init_model_dir, args.objective, args.num_negatives)
     metrics = train(args, model, train_dataset, eval_dataset, training_dir)
     results = {
         "teacher_kind": TEACHER_KIND,
+        "objective": args.objective,
         "command": command,
         # every command that remakes this teacher, the previous iterations' first
         "commands": [*previous.get("commands", [previous["command"]] if previous else []), command],
@@ -294,10 +396,11 @@ def main(argv: list[str] | None = None) -> dict:
         "target_layer": args.target_layer if args.target_model_dir else None,
         "init_model_dir": args.init_model_dir,
         "num_units": num_units,
+        "num_negatives": args.num_negatives if args.objective == "contrastive" else None,
         "max_steps": args.max_steps,
         "batch_size": args.per_device_train_batch_size,
         "learning_rate": args.learning_rate,
-        "parameters": sum(p.numel() for p in model.backbone.parameters()),
+        "parameters": sum(p.numel() for p in encoder_of(model).parameters()),
         "minutes": (time.time() - started) / 60,
         "minutes_all_iterations": previous.get("minutes_all_iterations", previous.get("minutes", 0))
         + (time.time() - started) / 60,

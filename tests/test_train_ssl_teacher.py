@@ -21,10 +21,10 @@ from distilxlsr_pt.models import default_feature_extractor
 from distilxlsr_pt.ssl_teacher import (
     MaskedUnitCollator,
     Units,
+    clip_dataset,
     frame_count,
     masked_unit_loss,
     mfcc_features,
-    unit_dataset,
 )
 from distilxlsr_pt.stand_ins import stand_in_teacher_config
 
@@ -115,7 +115,7 @@ def test_the_collator_masks_real_frames_only_and_pads_units():
     clips = [rng.standard_normal(n).astype(np.float32) for n in (16_000, 9_000)]
     units = [rng.integers(0, 8, frame_count(len(c))) for c in clips]
     batch = MaskedUnitCollator(default_feature_extractor())([
-        unit_dataset(clips, units)[i] for i in range(2)
+        clip_dataset(clips, units)[i] for i in range(2)
     ])  # fmt: skip
     assert batch["input_values"].shape == (2, 16_000)
     assert batch["unit_labels"].shape == batch["mask_time_indices"].shape == (2, frame_count(16_000))
@@ -124,7 +124,7 @@ def test_the_collator_masks_real_frames_only_and_pads_units():
     assert batch["unit_labels"][1, :short].tolist() == units[1].tolist()
     assert batch["mask_time_indices"].any(1).all()
     with pytest.raises(ValueError, match="units for a clip"):
-        unit_dataset(clips, [units[0], units[0]])
+        clip_dataset(clips, [units[0], units[0]])
 
 
 def test_a_tiny_teacher_learns_and_saves_as_transformers_wav2vec2_model(teacher):
@@ -198,3 +198,37 @@ def test_a_second_iteration_clusters_the_first_ones_layer_and_starts_from_its_we
     with pytest.raises(ValueError, match="--target_layer 13"):
         train_ssl_teacher.main(ssl_args(corpus_dir, unlabelled_dir, tmp_path / "x", "--target_model_dir",
                                         str(first_dir), "--target_layer", "13"))  # fmt: skip
+
+
+def test_contrastive_distractors_are_other_masked_frames_of_the_same_clip():
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(n).astype(np.float32) for n in (16_000, 9_000)]
+    batch = MaskedUnitCollator(default_feature_extractor(), num_negatives=5)([
+        clip_dataset(clips)[i] for i in range(2)
+    ])  # fmt: skip
+    assert "unit_labels" not in batch
+    mask, negatives = batch["mask_time_indices"], batch["sampled_negative_indices"]
+    frames = mask.shape[1]
+    assert negatives.shape == (2, frames, 5)
+    for row, frame in mask.nonzero().tolist():
+        drawn = negatives[row, frame]
+        assert (drawn // frames == row).all() and mask.flatten()[drawn].all()  # masked frames of the same clip
+        assert (drawn != row * frames + frame).all()  # never the frame itself
+
+
+def test_the_contrastive_comparison_trains_transformers_wav2vec2_for_pretraining(corpus_dir, unlabelled_dir, tmp_path):
+    output_dir = tmp_path / "contrastive"
+    args = ssl_args(corpus_dir, unlabelled_dir, output_dir, "--objective", "contrastive", "--num_negatives", "10")
+    results = train_ssl_teacher.main(args)
+    losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
+    assert len(losses) == 6 and np.mean(losses[-2:]) < np.mean(losses[:2])
+    assert results["objective"] == "contrastive" and results["num_units"] is None and np.isfinite(results["eval_loss"])
+    assert 2 <= results["codevector_perplexity"] <= 2 * 320  # summed over the 2 groups of 320 codes
+    assert not (output_dir / "training" / "units.npz").exists()  # no k-means for this objective
+    with safe_open(output_dir / "model.safetensors", "pt") as weights:
+        assert not [k for k in weights.keys() if "quantizer" in k or "project_" in k]
+    assert isinstance(AutoModel.from_pretrained(output_dir), Wav2Vec2Model)
+    card = (output_dir / "README.md").read_text()
+    assert "wav2vec2-contrastive" in card and "Wav2Vec2ForPreTraining" in card and "hubert-iteration" not in card
+    with pytest.raises(SystemExit):
+        train_ssl_teacher.main([*args[:2], "--objective", "contrastive", "--target_model_dir", str(output_dir)])
