@@ -83,6 +83,27 @@ SCRATCH_LEARNING_RATE = "1e-3"
 PLATEAU_CER = 0.99  # at or above: CTC's blank plateau (nothing or almost nothing output)
 
 
+def with_steps(settings: dict, distill_steps: int | None = None, finetune_steps: int | None = None) -> dict:
+    """`settings` with other distillation or fine-tuning step counts (evaluation every sixth of the run; the same for
+    every student, so the controls keep their equal budget)."""
+    replaced = {"distill": distill_steps, "finetune": finetune_steps}
+    settings = {stage: list(flags) for stage, flags in settings.items()}
+    for stage, steps in replaced.items():
+        if steps is None:
+            continue
+        if steps < 1:
+            raise ValueError(f"--{stage}_steps must be at least 1, not {steps}")
+        flags = settings[stage]
+        for name, value in (("--max_train_steps" if stage == "distill" else "--max_steps", steps),
+                            ("--eval_steps", max(1, steps // 6 if stage == "finetune" else steps))):  # fmt: skip
+            flags[flags.index(name) + 1] = str(value)
+    return settings
+
+
+def flag_value(flags: list[str], name: str) -> str:
+    return flags[flags.index(name) + 1]
+
+
 def scratch_flags(learning_rate: str) -> list[str]:
     """finetune_ctc.py flags that turn the demo's CTC recipe into (c)'s: front end trained, its own learning rate."""
     return ["--no_freeze_feature_encoder", "--learning_rate", learning_rate]
@@ -485,9 +506,18 @@ def main(argv: list[str] | None = None) -> dict:
         help="Also fine-tune (c') the scratch baseline for as many extra steps as fit the distillation's time "
         "(equal compute; about 10 more minutes on 2 cores).",
     )
+    parser.add_argument("--distill_steps", type=int, help="Distillation steps (default: 500; --quick: 10).")
+    parser.add_argument(
+        "--finetune_steps",
+        type=int,
+        help="CTC fine-tuning steps of every student, the controls included (default: 300; --quick: 40).",
+    )
     args = parser.parse_args(argv)
     args.teacher_dir = args.teacher_dir or str(TEACHER_DIRS[args.teacher])
-    settings = SETTINGS["quick" if args.quick else "full"]
+    try:
+        settings = with_steps(SETTINGS["quick" if args.quick else "full"], args.distill_steps, args.finetune_steps)
+    except ValueError as error:
+        parser.error(str(error))
     if args.choose_scratch_learning_rate:
         return choose_scratch_learning_rate(args, settings)
     if args.compare_students:
@@ -632,6 +662,8 @@ def run_demo(args: argparse.Namespace, settings: dict) -> dict:
         "labels_note": labels_note(kind),
         "train_clips": train_clips,
         "labelled_train_clips": labelled,
+        "distill_steps": int(flag_value(settings["distill"], "--max_train_steps")),
+        "finetune_steps": int(flag_value(settings["finetune"], "--max_steps")),
         "controls": {ASR_KEYS[key]: CONTROL_NAMES[key] for key in asr_dirs},
         "scratch_learning_rate": float(SCRATCH_LEARNING_RATE),
         "distill": distilled,

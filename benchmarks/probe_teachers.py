@@ -35,7 +35,7 @@ from distilxlsr_pt.cli import argument_parser
 from distilxlsr_pt.data import DatasetSplit
 from distilxlsr_pt.probe import probe_encoder, probe_features
 from distilxlsr_pt.results import write_json
-from distilxlsr_pt.ssl_teacher import clip_features
+from distilxlsr_pt.ssl_teacher import clip_features, cmvn
 from distilxlsr_pt.stand_ins import (
     SELF_SUPERVISED_ITERATION_1_DIR,
     SELF_SUPERVISED_TEACHER_DIR,
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def standardised_mfccs(audio: list[np.ndarray]) -> list[torch.Tensor]:
-    """Iteration 1's MFCCs with deltas, each clip standardised by its own mean and deviation (cepstral mean and
-    variance normalisation: what a speech front end does to remove the voice and channel, using no other clip)."""
-    return [torch.from_numpy((f - f.mean(0)) / (f.std(0) + 1e-5)) for f in clip_features(audio)]
+    """Iteration 1's MFCCs with deltas, each clip standardised by its own mean and deviation (`cmvn`)."""
+    return [torch.from_numpy(cmvn(f)) for f in clip_features(audio)]
 
 
 def probe_table(results: dict) -> str:

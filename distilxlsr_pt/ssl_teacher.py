@@ -79,38 +79,47 @@ def frame_count(num_samples: int) -> int:
     return max(0, (num_samples - WINDOW) // HOP + 1)
 
 
+def cmvn(features: np.ndarray) -> np.ndarray:
+    """A clip's features standardised by its own mean and deviation per dimension (cepstral mean and variance
+    normalisation: what a speech front end does to take out the voice and channel, using no other clip)."""
+    return (features - features.mean(0)) / (features.std(0) + 1e-5)
+
+
 @dataclass
 class Units:
-    """The k-means units: standardisation of the features and cluster centres, in plain arrays (saved as .npz)."""
+    """The k-means units: standardisation of the features and cluster centres, in plain arrays (saved as .npz). With
+    `per_clip_cmvn`, each clip's features are first standardised by themselves (`cmvn`), before and after fitting."""
 
     mean: np.ndarray
     std: np.ndarray
     centres: np.ndarray
+    per_clip_cmvn: bool = False
 
     @classmethod
-    def fit(cls, features: list[np.ndarray], num_units: int = 100, seed: int = 0) -> Units:
+    def fit(cls, features: list[np.ndarray], num_units: int = 100, seed: int = 0, per_clip_cmvn: bool = False) -> Units:
         """Standardise the frames of all clips per dimension and cluster them with `MiniBatchKMeans`."""
         from sklearn.cluster import MiniBatchKMeans
 
-        frames = np.concatenate(features)
+        frames = np.concatenate([cmvn(f) for f in features] if per_clip_cmvn else features)
         mean, std = frames.mean(0), frames.std(0) + 1e-5
         kmeans = MiniBatchKMeans(n_clusters=num_units, batch_size=10_000, n_init=3, random_state=seed)
         kmeans.fit((frames - mean) / std)
-        return cls(mean, std, kmeans.cluster_centers_.astype(np.float32))
+        return cls(mean, std, kmeans.cluster_centers_.astype(np.float32), per_clip_cmvn)
 
     def assign(self, features: np.ndarray) -> np.ndarray:
-        """The id of the nearest centre of every frame (int64, one per row of `features`)."""
-        x = (features - self.mean) / self.std
+        """The id of the nearest centre of every frame of one clip (int64, one per row of `features`)."""
+        x = ((cmvn(features) if self.per_clip_cmvn else features) - self.mean) / self.std
         distances = (x**2).sum(1, keepdims=True) - 2 * x @ self.centres.T + (self.centres**2).sum(1)
         return distances.argmin(1).astype(np.int64)
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, mean=self.mean, std=self.std, centres=self.centres)
+        np.savez(path, mean=self.mean, std=self.std, centres=self.centres, per_clip_cmvn=self.per_clip_cmvn)
 
     @classmethod
     def load(cls, path: str | Path) -> Units:
         with np.load(path, allow_pickle=False) as saved:
-            return cls(saved["mean"], saved["std"], saved["centres"])
+            per_clip_cmvn = bool(saved["per_clip_cmvn"]) if "per_clip_cmvn" in saved else False  # older runs: none
+            return cls(saved["mean"], saved["std"], saved["centres"], per_clip_cmvn)
 
 
 def clip_dataset(audio: list[np.ndarray], units: list[np.ndarray] | None = None) -> Dataset:

@@ -86,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--num_units", type=int, default=100, help="k-means clusters of the frames' features.")
     parser.add_argument(
+        "--per_clip_cmvn",
+        action="store_true",
+        help="Standardise each clip's features by its own mean and deviation before k-means (cepstral mean and "
+        "variance normalisation: the units then carry less of the voice).",
+    )
+    parser.add_argument(
         "--target_model_dir",
         help="HuBERT's next iteration: cluster --target_layer of this (self-supervised) Wav2Vec2Model instead of MFCCs.",
     )
@@ -110,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.objective == "contrastive" and args.target_model_dir:
         parser.error("--target_model_dir names HuBERT's unit targets; --objective contrastive has none")
+    if args.objective == "contrastive" and args.per_clip_cmvn:
+        parser.error("--per_clip_cmvn shapes HuBERT's unit targets; --objective contrastive has none")
     return args
 
 
@@ -132,9 +140,12 @@ def build_data(args: argparse.Namespace, training_dir: Path) -> tuple[Dataset, D
     path = training_dir / "units.npz"
     if path.exists():
         units = Units.load(path)
+        if units.per_clip_cmvn != args.per_clip_cmvn:
+            raise ValueError(f"{path} was fitted {'with' if units.per_clip_cmvn else 'without'} --per_clip_cmvn; "
+                             "resume with the flags of the run that made it")  # fmt: skip
     else:
         started = time.time()
-        units = Units.fit(features, num_units=args.num_units, seed=args.seed)
+        units = Units.fit(features, num_units=args.num_units, seed=args.seed, per_clip_cmvn=args.per_clip_cmvn)
         print(f"k-means: {args.num_units} units of {sum(map(len, features)):,} frames in {time.time() - started:.0f} s")
         units.save(path)
     eval_audio = load_clips(untranscribed_clips([args.eval_dir]))
@@ -289,12 +300,13 @@ def previous_iteration(target_model_dir: str | None) -> dict:
 
 
 def target_description(results: dict) -> str:
+    cmvn = ", each clip standardised by its own mean and deviation" if results.get("per_clip_cmvn") else ""
     if not results.get("target_model_dir"):
-        return "13 MFCCs with deltas and delta-deltas (librosa) at the model's 50 Hz frames"
+        return f"13 MFCCs with deltas and delta-deltas (librosa) at the model's 50 Hz frames{cmvn}"
     start = "starting from its weights" if results.get("init_model_dir") else "starting from random weights"
     return (
         f"layer {results['target_layer']} of iteration {results['iteration'] - 1} (`{results['target_model_dir']}`, "
-        f"itself a teacher this script trained), {start}"
+        f"itself a teacher this script trained){cmvn}, {start}"
     )
 
 
@@ -396,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
         "target_layer": args.target_layer if args.target_model_dir else None,
         "init_model_dir": args.init_model_dir,
         "num_units": num_units,
+        "per_clip_cmvn": args.per_clip_cmvn if args.objective == "hubert" else None,
         "num_negatives": args.num_negatives if args.objective == "contrastive" else None,
         "max_steps": args.max_steps,
         "batch_size": args.per_device_train_batch_size,

@@ -97,6 +97,25 @@ def test_the_demo_distils_the_supervised_teacher_unless_told_self_supervised(mon
     )
 
 
+def test_step_options_change_every_students_budget_and_nothing_else(monkeypatch, capsys):
+    given = []
+    monkeypatch.setattr(demo, "run_demo", lambda args, settings: given.append(settings))
+    demo.main(["--finetune_steps", "1000"])
+    demo.main(["--quick", "--distill_steps", "7"])
+    full, quick = demo.SETTINGS["full"], demo.SETTINGS["quick"]
+    assert (
+        given[0]["distill"] == full["distill"] and full["finetune"][full["finetune"].index("--max_steps") + 1] == "300"
+    )
+    changed = [(a, b) for a, b in zip(full["finetune"], given[0]["finetune"], strict=True) if a != b]
+    assert changed == [("300", "1000"), ("50", "166")]  # --max_steps and --eval_steps, the recipe untouched
+    assert (
+        demo.flag_value(given[1]["distill"], "--max_train_steps") == "7" and given[1]["finetune"] == quick["finetune"]
+    )
+    with pytest.raises(SystemExit):
+        demo.main(["--finetune_steps", "0"])
+    assert "--finetune_steps must be at least 1" in capsys.readouterr().err
+
+
 def test_a_missing_self_supervised_teacher_is_trained_as_the_shipped_one_was(monkeypatch, tmp_path):
     commands, built = [], []
     monkeypatch.setattr(demo, "run", lambda command, log: commands.append(command) or 1.0)

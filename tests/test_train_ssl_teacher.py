@@ -95,6 +95,27 @@ def test_units_are_the_nearest_centres_and_survive_a_save(tmp_path):
     np.testing.assert_array_equal(Units.load(tmp_path / "units.npz").assign(blobs[1]), units.assign(blobs[1]))
 
 
+def test_per_clip_cmvn_units_ignore_a_clips_own_offset_and_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((120, 39)).astype(np.float32) for _ in range(6)]
+    units = Units.fit(clips, num_units=4, seed=0, per_clip_cmvn=True)
+    voiced = clips[0] * 3 + 5  # the same clip in another "voice": every dimension offset and scaled
+    np.testing.assert_array_equal(units.assign(voiced), units.assign(clips[0]))
+    plain = Units.fit(clips, num_units=4, seed=0)
+    assert (plain.assign(voiced) != plain.assign(clips[0])).any()
+    units.save(tmp_path / "units.npz")
+    loaded = Units.load(tmp_path / "units.npz")
+    assert loaded.per_clip_cmvn and not Units.load(_saved_without_flag(plain, tmp_path)).per_clip_cmvn
+    np.testing.assert_array_equal(loaded.assign(voiced), units.assign(clips[0]))
+
+
+def _saved_without_flag(units: Units, folder: Path) -> Path:
+    """units.npz as runs before --per_clip_cmvn saved it (no flag in the file)."""
+    path = folder / "old_units.npz"
+    np.savez(path, mean=units.mean, std=units.std, centres=units.centres)
+    return path
+
+
 def test_only_masked_frames_count_in_the_loss():
     torch.manual_seed(0)
     logits, labels = torch.randn(2, 30, 8), torch.randint(0, 8, (2, 30))
@@ -152,6 +173,9 @@ def test_a_second_run_is_refused_and_latest_resumes(teacher, corpus_dir, unlabel
     with pytest.raises(OutputDirError, match="resume_from_checkpoint"):
         train_ssl_teacher.main(ssl_args(corpus_dir, unlabelled_dir, output_dir))
     units_before = (output_dir / "training" / "units.npz").read_bytes()
+    with pytest.raises(ValueError, match="without --per_clip_cmvn"):  # units fitted one way are never reused another
+        train_ssl_teacher.main(ssl_args(corpus_dir, unlabelled_dir, output_dir, "--resume_from_checkpoint", "latest",
+                                        "--per_clip_cmvn"))  # fmt: skip
     resumed = train_ssl_teacher.main(
         ssl_args(corpus_dir, unlabelled_dir, output_dir, "--resume_from_checkpoint", "latest", "--max_steps", "28")
     )
