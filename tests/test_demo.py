@@ -8,13 +8,14 @@ import shutil
 
 import pytest
 import torch
-from transformers import Wav2Vec2Model
+from transformers import Wav2Vec2ForCTC, Wav2Vec2Model
 
 import demo
 from configuration_distilxlsr import DistilXLSRConfig
 from distilxlsr_pt import demo_corpus
 from distilxlsr_pt.cards import stand_in_kind
 from distilxlsr_pt.demo_corpus import build_corpus
+from distilxlsr_pt.models import default_feature_extractor
 from distilxlsr_pt.stand_ins import (
     SELF_SUPERVISED_ARGS,
     SELF_SUPERVISED_ITERATION_1_DIR,
@@ -114,6 +115,30 @@ def test_step_options_change_every_students_budget_and_nothing_else(monkeypatch,
     with pytest.raises(SystemExit):
         demo.main(["--finetune_steps", "0"])
     assert "--finetune_steps must be at least 1" in capsys.readouterr().err
+
+
+def test_the_teacher_ceiling_fine_tunes_every_teacher_layer_with_the_students_recipe(
+    teacher_and_student, corpus_dir, tmp_path, monkeypatch
+):
+    root, teacher, _ = teacher_and_student
+    default_feature_extractor().save_pretrained(root / "teacher")
+    monkeypatch.setattr(demo, "build_data", lambda corpus, free: {"splits": {"train": {"clips": 40}}})  # 4 labelled
+    summary = demo.main(["--finetune_teacher", "--quick", "--teacher_dir", str(root / "teacher"), "--corpus_dir",
+                         str(corpus_dir), "--free_speech_dir", str(corpus_dir), "--output_dir", str(tmp_path)])  # fmt: skip
+    saved = json.loads((tmp_path / "teacher_finetuned.json").read_text())
+    assert saved == json.loads(json.dumps(summary)) and saved["labelled_train_clips"] == 4
+    assert saved["finetune_steps"] == 40 and 0 <= saved["teacher_finetuned_asr"]["test_cer"]
+    recogniser = Wav2Vec2ForCTC.from_pretrained(tmp_path / "teacher-ctc-pt")
+    assert recogniser.config.num_hidden_layers == 12  # the whole teacher, not a 2-layer student
+    before, after = teacher.encoder.state_dict(), recogniser.wav2vec2.encoder.state_dict()
+    moved = {
+        name.split(".")[1]
+        for name in before
+        if name.startswith("layers.") and not torch.equal(before[name], after[name])
+    }
+    assert moved == {str(layer) for layer in range(12)}  # every layer learnt
+    state = json.loads((tmp_path / "teacher-ctc-pt" / "trainer_state.json").read_text())
+    assert state["global_step"] == 40 and state["train_batch_size"] == 8  # the students' recipe, --quick's steps
 
 
 def test_a_missing_self_supervised_teacher_is_trained_as_the_shipped_one_was(monkeypatch, tmp_path):
