@@ -84,8 +84,8 @@ PLATEAU_CER = 0.99  # at or above: CTC's blank plateau (nothing or almost nothin
 
 
 def with_steps(settings: dict, distill_steps: int | None = None, finetune_steps: int | None = None) -> dict:
-    """`settings` with other distillation or fine-tuning step counts (evaluation every sixth of the run; the same for
-    every student, so the controls keep their equal budget)."""
+    """`settings` with other distillation or fine-tuning step counts, the same for every student, so the controls keep
+    their equal budget. As in the defaults, fine-tuning evaluates every sixth of its run and distillation at its end."""
     replaced = {"distill": distill_steps, "finetune": finetune_steps}
     settings = {stage: list(flags) for stage, flags in settings.items()}
     for stage, steps in replaced.items():
