@@ -26,14 +26,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the checkout: distilxlsr_pt and the model files
 
 import numpy as np
-import torch
 from sklearn.metrics import normalized_mutual_info_score
-from tqdm import tqdm
-from transformers import Wav2Vec2ForCTC, Wav2Vec2Model
+from transformers import Wav2Vec2Model
 
-from distilxlsr_pt.audio import SAMPLING_RATE
 from distilxlsr_pt.cli import argument_parser
-from distilxlsr_pt.models import default_feature_extractor
+from distilxlsr_pt.evaluation import compute_logits
+from distilxlsr_pt.models import load_ctc_model
 from distilxlsr_pt.results import write_json
 from distilxlsr_pt.ssl_teacher import Units, clip_features, load_clips, untranscribed_clips
 from distilxlsr_pt.stand_ins import SELF_SUPERVISED_ITERATION_1_DIR, SELF_SUPERVISED_TEACHER_DIR, SHIPPED_TEACHER_DIR
@@ -56,16 +54,13 @@ def speakers_of(split_dir: Path) -> list[str]:
         return [row["speaker_id"] for row in csv.DictReader(file)]
 
 
-def ctc_spikes(recogniser: Wav2Vec2ForCTC, audio: list[np.ndarray]) -> list[np.ndarray]:
-    """Per clip, the token the recogniser emits at each frame (its greedy argmax), -1 where it emits a blank."""
-    feature_extractor, blank = default_feature_extractor(), recogniser.config.pad_token_id
-    spikes = []
-    with torch.inference_mode():
-        for clip in tqdm(audio, desc="CTC spikes", unit="clip", mininterval=5):
-            inputs = feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="pt")
-            tokens = recogniser(inputs["input_values"]).logits[0].argmax(-1).numpy()
-            spikes.append(np.where(tokens == blank, -1, tokens))
-    return spikes
+def ctc_spikes(model_dir: Path, audio: list[np.ndarray]) -> list[np.ndarray]:
+    """Per clip, the token the recogniser in `model_dir` emits at each frame (the greedy argmax of the project's one
+    logits path, `evaluation.compute_logits`), -1 where it emits a blank."""
+    model, processor = load_ctc_model(model_dir)
+    blank = model.config.pad_token_id
+    tokens = [logits.argmax(-1) for logits in compute_logits(model, processor, audio)]
+    return [np.where(clip == blank, -1, clip) for clip in tokens]
 
 
 def unit_quality(units: list[np.ndarray], speakers: list[str], spikes: list[np.ndarray]) -> dict[str, float]:
@@ -91,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     speakers = speakers_of(split_dir)
     if len(audio) != len(speakers):
         raise SystemExit(f"{split_dir}: {len(speakers) - len(audio)} clip(s) shorter than one frame; use another split")
-    spikes = ctc_spikes(Wav2Vec2ForCTC.from_pretrained(SHIPPED_TEACHER_DIR).eval(), audio)
+    spikes = ctc_spikes(SHIPPED_TEACHER_DIR, audio)
     rows, features = {}, {}
     for name, (model_dir, layer, num_units, per_clip_cmvn) in UNIT_KINDS.items():
         started = time.time()
