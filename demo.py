@@ -83,25 +83,33 @@ SCRATCH_LEARNING_RATE = "1e-3"
 PLATEAU_CER = 0.99  # at or above: CTC's blank plateau (nothing or almost nothing output)
 
 
+# The flag that sets each stage's steps (`SETTINGS`), and how often fine-tuning evaluates: six times a run.
+STEP_FLAGS = {"distill": "--max_train_steps", "finetune": "--max_steps"}
+
+
+def finetune_eval_steps(steps: int) -> int:
+    return max(1, steps // 6)
+
+
 def with_steps(settings: dict, distill_steps: int | None = None, finetune_steps: int | None = None) -> dict:
     """`settings` with other distillation or fine-tuning step counts, the same for every student, so the controls keep
-    their equal budget. As in the defaults, fine-tuning evaluates every sixth of its run and distillation at its end."""
-    replaced = {"distill": distill_steps, "finetune": finetune_steps}
+    their equal budget. As in the defaults, fine-tuning evaluates six times a run and distillation at its end."""
     settings = {stage: list(flags) for stage, flags in settings.items()}
-    for stage, steps in replaced.items():
+    for stage, steps in (("distill", distill_steps), ("finetune", finetune_steps)):
         if steps is None:
             continue
         if steps < 1:
             raise ValueError(f"--{stage}_steps must be at least 1, not {steps}")
-        flags = settings[stage]
-        for name, value in (("--max_train_steps" if stage == "distill" else "--max_steps", steps),
-                            ("--eval_steps", max(1, steps // 6 if stage == "finetune" else steps))):  # fmt: skip
-            flags[flags.index(name) + 1] = str(value)
+        eval_steps = finetune_eval_steps(steps) if stage == "finetune" else steps
+        for name, value in ((STEP_FLAGS[stage], steps), ("--eval_steps", eval_steps)):
+            settings[stage][settings[stage].index(name) + 1] = str(value)
     return settings
 
 
-def flag_value(flags: list[str], name: str) -> str:
-    return flags[flags.index(name) + 1]
+def steps_of(settings: dict, stage: str) -> int:
+    """The steps `settings` gives `stage` ("distill" or "finetune")."""
+    flags = settings[stage]
+    return int(flags[flags.index(STEP_FLAGS[stage]) + 1])
 
 
 def scratch_flags(learning_rate: str) -> list[str]:
@@ -412,15 +420,21 @@ def student_cost(student_dir: Path) -> dict:
     return {"gflop_per_audio_second": gflop, "backbone_parameters": backbone}
 
 
+def prepare_run(args: argparse.Namespace) -> tuple[Path, Path, Path, int]:
+    """The output folder, the demo corpus and free-speech set (built if absent) and the teacher (trained if absent) of
+    a run that starts from them; returns the three folders and how many training clips are labelled."""
+    output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    corpus = build_data(corpus_dir, free_dir)
+    ensure_teacher(args, output_dir / "teacher.log")
+    return output_dir, corpus_dir, free_dir, round(LABELLED_FRACTION * corpus["splits"]["train"]["clips"])
+
+
 def compare_students(args: argparse.Namespace, settings: dict) -> dict:
     """`--compare_students`: each `DEMO_STUDENTS` student distilled with the same steps and audio, fine-tuned with
     the same recipe and labels, scored on the test split and the free-speech set; `compare_students.json` and a
     table."""
-    output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    corpus = build_data(corpus_dir, free_dir)
-    labelled = round(LABELLED_FRACTION * corpus["splits"]["train"]["clips"])
-    ensure_teacher(args, output_dir / "teacher.log")
+    output_dir, corpus_dir, free_dir, labelled = prepare_run(args)
     note = stand_in_note(teacher_kind(Path(args.teacher_dir)))
     rows = {}
     for name in DEMO_STUDENTS:
@@ -563,7 +577,7 @@ def finetune_controls(
             steps = equal_compute_steps(asr_dirs["scratch"], minutes["distillation"])
             notes[key] = (f"Control (c') of the distillation demo: (c) trained for {steps} steps, as many as fit the "
                           "time of the distillation and (c)'s own steps")  # fmt: skip
-            extra[key] = [*SCRATCH_FLAGS, "--max_steps", str(steps), "--eval_steps", str(max(1, steps // 6))]
+            extra[key] = [*SCRATCH_FLAGS, "--max_steps", str(steps), "--eval_steps", str(finetune_eval_steps(steps))]
         asr_dirs[key] = dirs["output"] / f"{key.replace('_', '-')}-ctc-pt"
         note = (f"{notes[key]} with {labelled} labelled clips of a SYNTHETIC espeak-ng corpus: a demo, not a usable "
                 "Portuguese recogniser.")  # fmt: skip
@@ -624,11 +638,7 @@ def finetune_teacher(args: argparse.Namespace, settings: dict) -> dict:
     """`--finetune_teacher`: the teacher itself (every layer, a new CTC head) fine-tuned with the students' recipe,
     labels and steps, scored on the test split and the free-speech set: about the most that a student distilled from
     it can inherit; `teacher_finetuned.json`."""
-    output_dir, corpus_dir, free_dir = Path(args.output_dir), Path(args.corpus_dir), Path(args.free_speech_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    corpus = build_data(corpus_dir, free_dir)
-    labelled = round(LABELLED_FRACTION * corpus["splits"]["train"]["clips"])
-    ensure_teacher(args, output_dir / "teacher.log")
+    output_dir, corpus_dir, free_dir, labelled = prepare_run(args)
     kind, asr_dir = teacher_kind(Path(args.teacher_dir)), output_dir / "teacher-ctc-pt"
     note = (f"The {kind} stand-in teacher itself (every layer) fine-tuned with the demo students' recipe and {labelled} "
             "labelled clips of a SYNTHETIC espeak-ng corpus: the ceiling of its students, not a usable recogniser.")  # fmt: skip
@@ -639,7 +649,7 @@ def finetune_teacher(args: argparse.Namespace, settings: dict) -> dict:
         "stand_ins": stand_in_note(kind),
         "teacher_dir": args.teacher_dir,
         "labelled_train_clips": labelled,
-        "finetune_steps": int(flag_value(settings["finetune"], "--max_steps")),
+        "finetune_steps": steps_of(settings, "finetune"),
         "teacher_finetuned_asr": {key: asr[key] for key in ("test_wer", "test_cer", "free_wer", "free_cer")},
         "learning_curve": learning_curve(asr_dir),
         "minutes": seconds / 60,
@@ -703,8 +713,8 @@ def run_demo(args: argparse.Namespace, settings: dict) -> dict:
         "labels_note": labels_note(kind),
         "train_clips": train_clips,
         "labelled_train_clips": labelled,
-        "distill_steps": int(flag_value(settings["distill"], "--max_train_steps")),
-        "finetune_steps": int(flag_value(settings["finetune"], "--max_steps")),
+        "distill_steps": steps_of(settings, "distill"),
+        "finetune_steps": steps_of(settings, "finetune"),
         "controls": {ASR_KEYS[key]: CONTROL_NAMES[key] for key in asr_dirs},
         "scratch_learning_rate": float(SCRATCH_LEARNING_RATE),
         "distill": distilled,

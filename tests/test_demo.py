@@ -109,9 +109,7 @@ def test_step_options_change_every_students_budget_and_nothing_else(monkeypatch,
     )
     changed = [(a, b) for a, b in zip(full["finetune"], given[0]["finetune"], strict=True) if a != b]
     assert changed == [("300", "1000"), ("50", "166")]  # --max_steps and --eval_steps, the recipe untouched
-    assert (
-        demo.flag_value(given[1]["distill"], "--max_train_steps") == "7" and given[1]["finetune"] == quick["finetune"]
-    )
+    assert demo.steps_of(given[1], "distill") == 7 and given[1]["finetune"] == quick["finetune"]
     with pytest.raises(SystemExit):
         demo.main(["--finetune_steps", "0"])
     assert "--finetune_steps must be at least 1" in capsys.readouterr().err
